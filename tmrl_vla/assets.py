@@ -1,0 +1,128 @@
+"""The embedded default's assets, built on first use through the :class:`~tmrl_vla.cache.AssetCache`.
+
+Stages and what each one's cache key covers:
+
+* ``demos``: the demo config and the scene file (editing the MJCF invalidates recorded demos);
+* ``base_policy``: the BC config and the demos' hash;
+* ``base_eval``: the evaluation config and the base policy's hash.
+
+Each stage is skipped when a valid build exists, and a crashed BC run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from tmrl_vla.bc import BCConfig, train_bc
+from tmrl_vla.cache import AssetCache
+from tmrl_vla.data.demos import DemoConfig, record_demos
+from tmrl_vla.envs.pick_cube import PickCubeConfig
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 50
+    num_envs: int = 10
+    seed: int = 100_000  # disjoint from demo seeds (0 .. num_episodes - 1)
+    finetune_shift: str = "green_cube"  # the default fine-tuning task's context shift
+
+
+@dataclass(frozen=True)
+class AssetsConfig:
+    demos: DemoConfig = field(default_factory=DemoConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True)
+class Assets:
+    demos_root: Path
+    demos_repo_id: str
+    policy_dir: Path
+    eval: dict
+
+
+def scene_hash() -> str:
+    xml = (resources.files("tmrl_vla.envs") / "assets" / "so100_pick_cube.xml").read_bytes()
+    return hashlib.sha256(xml).hexdigest()[:16]
+
+
+def build_demos(cache: AssetCache, config: DemoConfig, *, log=print):
+    key = {"demos": dataclasses.asdict(config), "scene": scene_hash()}
+
+    def build(work: Path) -> dict:
+        dataset = work / "dataset"
+        if dataset.exists():  # a crashed attempt: LeRobot cannot append to a half-written dataset
+            import shutil
+
+            shutil.rmtree(dataset)
+        stats = record_demos(config, dataset)
+        log(f"[demos] {stats.episodes_saved}/{stats.episodes_tried} expert episodes succeeded ({stats.frames} frames)")
+        return {"expert_success_rate": stats.expert_success_rate, "frames": stats.frames}
+
+    return cache.get_or_build("demos", key, build, log=log)
+
+
+def build_base_policy(cache: AssetCache, config: BCConfig, demos, demo_config: DemoConfig, *, log=print):
+    key = {"bc": dataclasses.asdict(config), "demos": demos.hash}
+
+    def build(work: Path) -> dict:
+        return train_bc(
+            config, dataset_repo_id=demo_config.repo_id, dataset_root=demos.path / "dataset", out_dir=work, log=log
+        )
+
+    return cache.get_or_build("base_policy", key, build, log=log)
+
+
+def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, env_config: PickCubeConfig, *, log=print):
+    """Success in distribution, on the fine-tuning shift, and with images swapped between episodes."""
+    key = {"eval": dataclasses.asdict(config), "policy": policy_stage.hash, "env": dataclasses.asdict(env_config)}
+
+    def build(work: Path) -> dict:
+        from tmrl_vla.envs.pick_cube import PickCubeEnv
+        from tmrl_vla.policies import load_lerobot_policy
+        from tmrl_vla.rollout import LeRobotChunkPolicy, evaluate
+
+        chunk_policy = LeRobotChunkPolicy(*load_lerobot_policy(policy_stage.path))
+        shifted = dataclasses.replace(env_config, shift=PickCubeConfig.with_shift(config.finetune_shift).shift)
+        runs = {
+            "in_distribution": dict(env=env_config, swap_images=False),
+            "in_distribution_swapped_images": dict(env=env_config, swap_images=True),
+            f"finetune_{config.finetune_shift}": dict(env=shifted, swap_images=False),
+        }
+        results = {}
+        for name, run in runs.items():
+            res = evaluate(
+                chunk_policy,
+                lambda cfg=run["env"]: PickCubeEnv(cfg),
+                num_episodes=config.episodes,
+                num_envs=config.num_envs,
+                seed=config.seed,
+                n_exec=chunk_policy.policy.config.n_action_steps,
+                swap_images=run["swap_images"],
+                progress=True,
+            )
+            results[name] = res.summary()
+            lo, hi = res.ci95
+            log(f"[eval] {name}: success {res.success_rate:.2f} (95% CI {lo:.2f}-{hi:.2f}, n={res.n})")
+        (work / "eval.json").write_text(json.dumps(results, indent=2))
+        return {"results": results}
+
+    return cache.get_or_build("base_eval", key, build, log=log)
+
+
+def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) -> Assets:
+    demos = build_demos(cache, config.demos, log=log)
+    policy = build_base_policy(cache, config.bc, demos, config.demos, log=log)
+    evaluation = evaluate_base_policy(cache, config.eval, policy, config.demos.env, log=log)
+    return Assets(
+        demos_root=demos.path / "dataset",
+        demos_repo_id=config.demos.repo_id,
+        policy_dir=policy.path,
+        eval=evaluation.manifest.get("results", {}),
+    )

@@ -1,0 +1,7 @@
+"""Model assets shipped with tmrl_vla.
+
+The main asset is a tiny, randomly initialised SmolVLM backbone (``tiny_smolvlm/``) that lets LeRobot's real
+``SmolVLAPolicy`` be built offline in a fraction of a second. Tests and CPU smoke runs use it so that they exercise
+the exact SmolVLA code path (vision tower, connector, VLM layers, action expert, flow matching) without downloading
+the 500M-parameter SmolVLM2 checkpoint.
+"""

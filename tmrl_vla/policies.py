@@ -1,0 +1,83 @@
+"""Loading a LeRobot policy checkpoint with its processors, with errors a user can act on.
+
+A LeRobot checkpoint directory holds ``config.json``, ``model.safetensors`` and the processor
+pipelines (``policy_preprocessor.json``, ``policy_postprocessor.json`` and their state files, which
+carry the normalisation statistics). Without the statistics a policy silently runs on raw joint
+values and fails in ways that look like bad training, so we refuse such checkpoints up front.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
+
+PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
+
+
+class CheckpointError(ValueError):
+    """A policy checkpoint is incomplete or does not fit the environment."""
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """Raise :class:`CheckpointError` naming what is missing from a LeRobot checkpoint directory."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a LeRobot policy checkpoint: config.json is missing")
+    missing = [f for f in PROCESSOR_FILES if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"Policy checkpoint {path} has no processor pipeline ({', '.join(missing)} missing), so it carries no "
+            "normalisation statistics. Save the processors next to the weights (as lerobot-train does) or pass "
+            "dataset_stats when building them."
+        )
+    spec = json.loads((path / "policy_preprocessor.json").read_text())
+    normalizers = [s for s in spec.get("steps", []) if "normalizer" in str(s.get("registry_name", ""))]
+    if not normalizers:
+        raise CheckpointError(f"Policy checkpoint {path}: the preprocessor has no normaliser step")
+    for step in normalizers:
+        state = step.get("state_file")
+        if not state or not (path / state).is_file():
+            raise CheckpointError(
+                f"Policy checkpoint {path}: normalisation statistics file {state!r} is missing; "
+                "the policy cannot be run without the statistics it was trained with."
+            )
+    return path
+
+
+def load_lerobot_policy(path: str | Path, *, device: str = "cpu"):
+    """(policy, preprocessor, postprocessor) from a local LeRobot checkpoint directory."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    path = check_checkpoint(path)
+    config = PreTrainedConfig.from_pretrained(path)
+    config.device = device
+    vlm = getattr(config, "vlm_model_name", None)
+    if vlm and Path(vlm).name == TINY_VLM_DIR.name and not Path(vlm).is_dir():
+        # The packaged tiny backbone moved (another venv or machine): point at this install's copy.
+        config.vlm_model_name = str(TINY_VLM_DIR)
+    policy = get_policy_class(config.type).from_pretrained(path, config=config)
+    policy.to(device).eval()
+    overrides = {"device_processor": {"device": device}}
+    vlm_overrides = {"tokenizer_processor": {"tokenizer_name": config.vlm_model_name}} if vlm else {}
+    preprocessor, postprocessor = make_pre_post_processors(
+        config, pretrained_path=str(path), preprocessor_overrides={**overrides, **vlm_overrides}
+    )
+    return policy, preprocessor, postprocessor
+
+
+def check_image_resolution(policy_config, observation_space) -> None:
+    """Raise if the env's camera images do not match what the policy was configured for."""
+    for key, feature in policy_config.image_features.items():
+        if key not in observation_space.spaces:
+            raise CheckpointError(
+                f"The policy expects camera {key!r} but the env provides {sorted(observation_space.spaces)}"
+            )
+        h, w, _ = observation_space[key].shape
+        if tuple(feature.shape[1:]) != (h, w):
+            raise CheckpointError(
+                f"Image resolution mismatch for {key}: the policy was configured for {tuple(feature.shape[1:])} "
+                f"(C, H, W = {tuple(feature.shape)}) but the env renders {(h, w)}. Set the env's image_size to match."
+            )

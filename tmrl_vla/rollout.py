@@ -1,0 +1,158 @@
+"""Running a chunking LeRobot policy in batched envs, and measuring its success rate.
+
+A policy here is anything that maps a batch of env observations to action chunks
+``(b, chunk, action_dim)``; :class:`LeRobotChunkPolicy` adapts a LeRobot policy with its pre- and
+post-processors. The first ``n_exec`` actions of each chunk are executed, then the policy replans,
+as LeRobot's ``select_action`` does with ``n_action_steps`` (doing it here keeps the loop the same
+for the RL agents, which choose a new latent per chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from tmrl_vla.envs.batched import BatchedEnv
+
+
+class ChunkPolicy(Protocol):
+    def __call__(self, obs: dict[str, np.ndarray], task: str) -> np.ndarray:
+        """Observations stacked over envs -> action chunks (b, chunk, action_dim)."""
+        ...
+
+
+def obs_to_batch(obs: dict[str, np.ndarray], task: str, device: torch.device | str = "cpu") -> dict:
+    """Env observations (numpy, HWC uint8 images) -> a LeRobot policy batch (CHW float in [0, 1])."""
+    batch: dict = {}
+    n = None
+    for key, value in obs.items():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        if key.startswith("observation.images."):
+            if t.ndim != 4 or t.shape[-1] != 3:
+                raise ValueError(f"{key} must be (b, H, W, 3) uint8, got {tuple(t.shape)}")
+            t = t.permute(0, 3, 1, 2).float().div_(255.0)
+        else:
+            t = t.float()
+        batch[key] = t.to(device)
+        n = t.shape[0]
+    batch["task"] = [task] * (n or 0)
+    return batch
+
+
+class LeRobotChunkPolicy:
+    """A LeRobot policy with its processors, as a :class:`ChunkPolicy`.
+
+    ``noise`` (b, chunk, max_action_dim) may be passed to fix the flow's initial noise; otherwise the
+    policy draws it from the global torch RNG, as LeRobot does.
+    """
+
+    def __init__(self, policy, preprocessor, postprocessor) -> None:
+        self.policy = policy
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.device = next(policy.parameters()).device
+        self.chunk_size = policy.config.chunk_size
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, np.ndarray], task: str, noise: torch.Tensor | None = None) -> np.ndarray:
+        self.policy.eval()
+        batch = self.preprocessor(obs_to_batch(obs, task, self.device))
+        actions = self.policy.predict_action_chunk(batch, noise=noise)  # (b, chunk, A), normalised
+        actions = self.postprocessor(actions)
+        return actions.cpu().numpy()
+
+
+@dataclass
+class EvalResult:
+    successes: list[bool]
+    episode_steps: list[int]
+
+    @property
+    def n(self) -> int:
+        return len(self.successes)
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes)) if self.successes else float("nan")
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(int(np.sum(self.successes)), self.n)
+
+    def summary(self) -> dict:
+        lo, hi = self.ci95
+        return {"success_rate": self.success_rate, "ci95": [lo, hi], "episodes": self.n}
+
+    def as_dict(self) -> dict:
+        return {**self.summary(), **asdict(self)}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval: well-behaved at rates of 0 and 1, unlike the normal approximation."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def evaluate(
+    policy: ChunkPolicy,
+    make_env: Callable[[], gym.Env],
+    *,
+    num_episodes: int,
+    num_envs: int = 8,
+    seed: int = 10_000,
+    n_exec: int = 5,
+    swap_images: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Success rate over ``num_episodes`` episodes with env seeds ``seed, seed + 1, ...``.
+
+    ``swap_images`` is the "does the policy read the image?" control: each env's images are
+    replaced by those of the next env in the batch (another episode at the same time step), while
+    its own proprioception is kept. A policy that relies on the image should collapse.
+    """
+    if swap_images and num_envs < 2:
+        raise ValueError("swap_images needs num_envs >= 2")
+    envs = BatchedEnv(make_env, num_envs)
+    successes: list[bool] = []
+    steps: list[int] = []
+    seeds: Sequence[int] = range(seed, seed + num_episodes)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=num_episodes, desc="evaluating", unit="ep", disable=not progress)
+    try:
+        for start in range(0, num_episodes, num_envs):
+            group = list(seeds[start : start + num_envs])
+            group += [group[-1]] * (num_envs - len(group))  # pad the last group; extra results dropped
+            obs = envs.reset(group)
+            t = np.zeros(num_envs, dtype=int)
+            while not envs.done.all():
+                if swap_images:
+                    obs = {
+                        k: (np.roll(v, 1, axis=0) if k.startswith("observation.images.") else v) for k, v in obs.items()
+                    }
+                chunk = policy(obs, envs.task)
+                for k in range(min(n_exec, chunk.shape[1])):
+                    active = ~envs.done
+                    obs, _, _ = envs.step(chunk[:, k])
+                    t += active
+                    if envs.done.all():
+                        break
+            keep = min(num_envs, num_episodes - start)
+            successes += envs.success[:keep].tolist()
+            steps += t[:keep].tolist()
+            bar.update(keep)
+    finally:
+        bar.close()
+        envs.close()
+    return EvalResult(successes=successes, episode_steps=steps)
