@@ -39,7 +39,9 @@ class BCConfig:
     min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 10.0
     seed: int = 0
-    image_shift: int = 3  # random-shift augmentation (pixels, replicate padding); 0 turns it off
+    # Random-shift augmentation (pixels). Off by default: with a fixed camera the cube's absolute pixel
+    # position *is* the target, and 0 vs 2 px measured the same in-distribution success (1.00 vs 0.98).
+    image_shift: int = 0
     save_every: int = 500
     log_every: int = 100
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default

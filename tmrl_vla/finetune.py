@@ -26,30 +26,20 @@ class FinetuneConfig:
 
 
 def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> FinetuneConfig:
-    """LeRobot-style dotted overrides on top of a preset (``--assets.bc.steps=500``)."""
+    """LeRobot-style dotted overrides (``--assets.bc.steps=500``) on top of a preset.
+
+    draccus starts from a config file when given one, so the preset is encoded to a temporary JSON
+    file; fields the command line does not name keep the preset's values.
+    """
+    import tempfile
+
     import draccus
 
-    args = sys.argv[1:] if args is None else args
-    defaults = dataclasses.asdict(preset)
-    # draccus builds from the class defaults; feed the preset's values as a config file equivalent.
-    return draccus.parse(config_class=FinetuneConfig, args=_preset_args(defaults) + list(args))
-
-
-def _preset_args(values: dict, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key != "policy":
-            out += _preset_args(value, prefix=f"{name}.")
-        elif value is not None and not isinstance(value, dict):
-            out.append(f"--{name}={json.dumps(value) if isinstance(value, list | tuple) else value}")
-    return out
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    args = sys.argv[1:] if args is None else list(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preset.json"
+        path.write_text(json.dumps(draccus.encode(preset)))
+        return draccus.parse(config_class=type(preset), config_path=path, args=args)
 
 
 def train(cfg: FinetuneConfig) -> dict:

@@ -17,7 +17,7 @@ def run_expert(env, expert, seed):
     return info["is_success"], np.array(actions)
 
 
-@pytest.mark.parametrize("shift", ["none", "green_cube"])
+@pytest.mark.parametrize("shift", ["none", "moved_camera", "green_cube"])
 def test_expert_solves_the_task_and_its_shift(shift):
     env = PickCubeEnv(PickCubeConfig.with_shift(shift))
     expert = ScriptedExpert(seed=0)

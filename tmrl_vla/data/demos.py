@@ -9,7 +9,6 @@ LeRobot then falls back to PyAV with a warning) and AV1 encoding is lossy.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +82,10 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
         root=root,
         robot_type="so100_follower",
         use_videos=False,
+        video_backend="pyav",  # never probe torchcodec: we store images, and it needs system FFmpeg
     )
     saved = frames = 0
+    bars_were_on = datasets_progress_bars(False)  # one bar per saved episode would bury ours
     try:
         bar = tqdm(range(config.num_episodes), desc="recording demos", unit="ep", disable=not progress)
         for i in bar:
@@ -108,11 +109,17 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
     finally:
         dataset.finalize()
         env.close()
+        datasets_progress_bars(bars_were_on)
     return DemoStats(episodes_tried=config.num_episodes, episodes_saved=saved, frames=frames)
 
 
-def config_dict(config: DemoConfig) -> dict:
-    return dataclasses.asdict(config)
+def datasets_progress_bars(enable: bool) -> bool:
+    """Turn the ``datasets`` library's progress bars on or off; returns the previous setting."""
+    from datasets.utils import logging as ds_logging
+
+    was = ds_logging.is_progress_bar_enabled()
+    (ds_logging.enable_progress_bar if enable else ds_logging.disable_progress_bar)()
+    return was
 
 
 def load_demos(repo_id: str, root: str | Path, *, chunk_size: int, fps: int = 25, **kwargs):
@@ -120,6 +127,7 @@ def load_demos(repo_id: str, root: str | Path, *, chunk_size: int, fps: int = 25
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     delta = {"action": [i / fps for i in range(chunk_size)]}
+    kwargs.setdefault("video_backend", "pyav")
     return LeRobotDataset(repo_id, root=root, delta_timestamps=delta, **kwargs)
 
 

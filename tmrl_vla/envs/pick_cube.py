@@ -68,7 +68,7 @@ class ContextShift:
             raise ValueError(f"camera_offset must have 3 values, got {self.camera_offset}")
 
 
-# Named shifts. "green_cube" is the default fine-tuning task (see the README for how it was picked).
+# Named shifts. "moved_camera" is the default fine-tuning task (the README says how it was picked).
 SHIFTS: dict[str, ContextShift] = {
     "none": ContextShift(),
     "green_cube": ContextShift(cube_rgba=(0.15, 0.75, 0.20, 1.0)),
@@ -148,7 +148,14 @@ class PickCubeEnv(gym.Env):
         self.joint_high = m.jnt_range[[m.joint(n).id for n in JOINT_NAMES], 1].astype(np.float32)
 
         size = self.config.image_size
-        self._renderer = mujoco.Renderer(m, size, size)
+        try:
+            self._renderer = mujoco.Renderer(m, size, size)
+        except mujoco.FatalError as err:
+            raise RuntimeError(
+                "MuJoCo could not create an offscreen GL context. On a machine without a display set "
+                "MUJOCO_GL=egl (or osmesa) before mujoco is first imported - importing tmrl_vla.envs first "
+                "does this - and install the EGL packages (see install.sh)."
+            ) from err
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
