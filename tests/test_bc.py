@@ -18,8 +18,12 @@ def test_random_shift_keeps_shape_and_is_identity_at_zero():
 def test_bc_writes_a_loadable_lerobot_checkpoint(tiny_demos, tmp_path):
     config, root, _ = tiny_demos
     metrics = train_bc(
-        BCConfig(steps=6, save_every=100, **FAST), dataset_repo_id=config.repo_id, dataset_root=root,
-        out_dir=tmp_path, progress=False, log=lambda _: None,
+        BCConfig(steps=6, save_every=100, **FAST),
+        dataset_repo_id=config.repo_id,
+        dataset_root=root,
+        out_dir=tmp_path,
+        progress=False,
+        log=lambda _: None,
     )
     assert metrics["steps_run"] == 6 and torch.isfinite(torch.tensor(metrics["final_loss"]))
     assert not (tmp_path / "train_state.pt").exists()

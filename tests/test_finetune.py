@@ -20,7 +20,9 @@ def tiny_preset(tmp_path) -> FinetuneConfig:
 
 def test_overrides_apply_on_top_of_the_preset(tmp_path):
     preset = tiny_preset(tmp_path)
-    cfg = parse_args(preset, ["--assets.bc.steps=7", "--output_dir=elsewhere", "--assets.eval.finetune_shift=dim_light"])
+    cfg = parse_args(
+        preset, ["--assets.bc.steps=7", "--output_dir=elsewhere", "--assets.eval.finetune_shift=dim_light"]
+    )
     assert cfg.assets.bc.steps == 7 and cfg.output_dir == "elsewhere"
     assert cfg.assets.eval.finetune_shift == "dim_light"
     assert cfg.assets.demos.num_episodes == 2  # untouched fields keep the preset's value

@@ -117,12 +117,15 @@ def evaluate(
 ) -> EvalResult:
     """Success rate over ``num_episodes`` episodes with env seeds ``seed, seed + 1, ...``.
 
+    The global torch RNG is seeded with ``seed`` too, so the policy's sampling noise repeats.
+
     ``swap_images`` is the "does the policy read the image?" control: each env's images are
     replaced by those of the next env in the batch (another episode at the same time step), while
     its own proprioception is kept. A policy that relies on the image should collapse.
     """
     if swap_images and num_envs < 2:
         raise ValueError("swap_images needs num_envs >= 2")
+    torch.manual_seed(seed)  # the flow's initial noise: repeated evaluations give the same numbers
     envs = BatchedEnv(make_env, num_envs)
     successes: list[bool] = []
     steps: list[int] = []

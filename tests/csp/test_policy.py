@@ -1,0 +1,166 @@
+import copy
+
+import pytest
+import torch
+
+from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.csp.policy import CSPPolicy
+
+
+def sample(policy_like, batch, noise, **kw):
+    return policy_like.predict_action_chunk(dict(batch), noise=noise.clone(), **kw)
+
+
+def calibrated(policy, batch, **config):
+    csp = CSPPolicy.from_base(policy, CSPConfig(**config))
+    scales = csp.calibrate_segment_scales([dict(batch)])
+    assert scales["image"] > 0 and scales["language"] > 0 and "state" in scales
+    return csp
+
+
+def test_identical_to_bare_policy_before_training(fresh):
+    policy, batch, noise = fresh
+    bare = copy.deepcopy(policy)
+    expected = sample(bare, batch, noise)
+    csp = calibrated(policy, batch)
+    assert torch.equal(sample(csp, batch, noise, sigma=0.0), expected)
+    with csp.disable_smoothing():
+        assert torch.equal(sample(csp, batch, noise, sigma=torch.tensor([0.3, 0.9, 1.0])), expected)
+    assert not torch.allclose(sample(csp, batch, noise, sigma=1.0), expected)
+
+
+def test_per_sample_sigma(fresh):
+    policy, batch, noise = fresh
+    csp = calibrated(policy, batch)
+    bare_rows = sample(csp, batch, noise, sigma=0.0)
+    mixed = sample(csp, batch, noise, sigma=torch.tensor([0.0, 1.0, 0.0]))
+    torch.testing.assert_close(mixed[0], bare_rows[0])
+    torch.testing.assert_close(mixed[2], bare_rows[2])
+    assert not torch.allclose(mixed[1], bare_rows[1])
+
+
+def test_training_step_changes_only_adapter_and_sigma_embedding(fresh):
+    policy, batch, _ = fresh
+    csp = calibrated(policy, batch)
+    before = {n: p.detach().clone() for n, p in csp.named_parameters()}
+    trainable = {n for n, p in csp.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("sigma_embedding") for n in trainable)
+    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
+    got_gradient = set()
+    for _ in range(2):  # two steps: LoRA A only moves once B is non-zero
+        loss, _ = csp.forward(dict(batch), sigma=torch.tensor([0.2, 0.6, 1.0]))
+        optimizer.zero_grad()
+        loss.backward()
+        got_gradient |= {n for n, p in csp.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        optimizer.step()
+    changed = {n for n, p in csp.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == got_gradient and changed <= trainable
+    assert "sigma_embedding.weight" in changed
+    # Only the last VLM layer's query projection is unreachable (SmolVLA never reads that layer's output).
+    assert all(".layers.3.self_attn.q_proj." in n for n in trainable - changed)
+
+
+def test_trained_adapter_at_sigma_zero_equals_plain_peft_lora(fresh, tmp_path):
+    from peft import PeftModel
+
+    policy, batch, noise = fresh
+    pristine = copy.deepcopy(policy)
+    csp = calibrated(policy, batch)
+    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _ = csp.forward(dict(batch), sigma=torch.rand(3))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert csp.sigma_embedding.weight.abs().sum() > 0
+    csp.peft_model.save_pretrained(tmp_path)
+    plain = PeftModel.from_pretrained(pristine, tmp_path)  # stock PEFT, none of our hooks
+    expected = sample(plain.get_base_model(), batch, noise)
+    assert torch.equal(sample(csp, batch, noise, sigma=0.0), expected)
+    assert not torch.equal(sample(csp, batch, noise, sigma=0.5), expected)
+
+
+def test_unload_gives_the_untouched_policy_back(fresh):
+    policy, batch, noise = fresh
+    reference = {k: v.clone() for k, v in policy.state_dict().items()}
+    expected = sample(copy.deepcopy(policy), batch, noise)
+    csp = calibrated(policy, batch)
+    back = csp.unload()
+    assert back is policy
+    assert "embed_prefix" not in vars(back.model)
+    assert not back.model.action_time_mlp_in._forward_hooks
+    assert back.state_dict().keys() == reference.keys()
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in reference.items())
+    assert torch.equal(sample(back, batch, noise), expected)
+
+
+def test_context_noise_modes_and_width_check(fresh):
+    policy, batch, noise = fresh
+    csp = calibrated(policy, batch)
+    d = csp.embed_width
+    tiled = torch.randn(3, d)
+    a = sample(csp, batch, noise, sigma=0.5, context_noise=tiled)
+    b = sample(csp, batch, noise, sigma=0.5, context_noise=tiled)
+    assert torch.equal(a, b)  # explicit context noise makes sampling deterministic
+    with pytest.raises(ValueError, match="embedding width"):
+        sample(csp, batch, noise, sigma=0.5, context_noise=torch.randn(3, d + 1))
+
+
+def test_bad_sigma_is_rejected(fresh):
+    policy, batch, noise = fresh
+    csp = calibrated(policy, batch)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sample(csp, batch, noise, sigma=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        sample(csp, batch, noise, sigma=torch.tensor([0.1, 0.2]))
+
+
+def test_segment_noise_needs_calibration(fresh):
+    policy, batch, noise = fresh
+    csp = CSPPolicy.from_base(policy)
+    with pytest.raises(RuntimeError, match="calibrate_segment_scales"):
+        sample(csp, batch, noise, sigma=0.5)
+
+
+def test_unsupported_policy_type():
+    class FakeConfig:
+        type = "act"
+
+    class Fake(torch.nn.Module):
+        config = FakeConfig()
+
+    with pytest.raises(NotImplementedError, match="smolvla"):
+        CSPPolicy.from_base(Fake())
+
+
+def test_save_load_round_trip_and_wrong_base(fresh, tmp_path):
+    import json
+
+    policy, batch, noise = fresh
+    pristine, other = copy.deepcopy(policy), copy.deepcopy(policy)
+    csp = calibrated(policy, batch)
+    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
+    for _ in range(2):
+        loss, _ = csp.forward(dict(batch), sigma=torch.rand(3))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    csp.save_pretrained(tmp_path)
+    assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    meta = json.loads((tmp_path / "csp_config.json").read_text())
+    assert meta["csp"]["num_timesteps"] == 1000 and meta["csp"]["segment_scale"]["image"] > 0
+    assert meta["versions"]["lerobot"].startswith("0.6")
+
+    loaded = CSPPolicy.from_pretrained(tmp_path, base=pristine)
+    for sigma in (0.0, 0.7):
+        ctx = torch.randn(3, csp.embed_width, generator=torch.Generator().manual_seed(5))
+        a = sample(csp, batch, noise, sigma=sigma, context_noise=ctx)
+        b = sample(loaded, batch, noise, sigma=sigma, context_noise=ctx)
+        assert torch.equal(a, b)
+
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="trained on base"):
+        CSPPolicy.from_pretrained(tmp_path, base=other)

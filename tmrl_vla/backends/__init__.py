@@ -1,0 +1,6 @@
+"""VLA families the CSP wrapper supports, one registry entry each (``BACKENDS``)."""
+
+from tmrl_vla.backends import smolvla  # noqa: F401  (registers "smolvla")
+from tmrl_vla.backends.base import BACKENDS, PrefixSegments, VLABackend, backend_for
+
+__all__ = ["BACKENDS", "PrefixSegments", "VLABackend", "backend_for"]

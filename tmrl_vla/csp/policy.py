@@ -1,0 +1,384 @@
+"""``CSPPolicy``: a LeRobot VLA whose context can be smoothed at a diffusion timestep sigma.
+
+The wrapper composes, it never edits LeRobot code:
+
+* a PEFT LoRA adapter on the policy (``get_peft_model``, as LeRobot's own ``wrap_with_peft``);
+* the flow model's ``embed_prefix`` is wrapped *on this instance* so that its image/language
+  embeddings are noised with the DDPM forward process at sigma (:mod:`tmrl_vla.noise`);
+* a forward hook on the action expert's time layer adds ``W (e(sigma) - e(0))``, a learned
+  projection of a sinusoidal sigma embedding that is zero at sigma = 0 *for any W*, so a trained
+  adapter at sigma = 0 is a plain LoRA policy that stock PEFT runs without our hooks.
+
+Sigma and the context noise are passed explicitly per call and live on the wrapper only while that
+call runs (never in globals). :meth:`CSPPolicy.unload` removes the hooks and the LoRA layers and
+returns the untouched LeRobot policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tmrl_vla.backends import VLABackend, backend_for
+from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.noise import check_sigma, forward_noise, linear_beta_schedule
+
+
+class SigmaEmbedding(nn.Module):
+    """(b,) sigma in [0, 1] -> (b, width): ``W (sin/cos features(sigma) - features(0))``.
+
+    W starts at zero (the wrapped policy is unchanged before training), and subtracting the
+    features at 0 keeps the output exactly zero at sigma = 0 however W is trained.
+    """
+
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.weight = nn.Parameter(torch.zeros(width, dim))
+        # Periods from 1/250 to 4 cover sigma's unit range at fine and coarse resolution.
+        periods = torch.logspace(math.log10(4e-3), math.log10(4.0), dim // 2)
+        self.register_buffer("freqs", 2 * math.pi / periods, persistent=False)
+
+    def features(self, sigma: torch.Tensor) -> torch.Tensor:
+        angles = sigma.float()[:, None] * self.freqs.to(sigma.device)[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        delta = self.features(sigma) - self.features(torch.zeros_like(sigma))
+        return delta.to(self.weight.dtype) @ self.weight.T
+
+
+@dataclass
+class _Conditioning:
+    sigma: torch.Tensor  # (b,)
+    context_noise: torch.Tensor | None  # (b, D) tiled, (b, n, D) per token, or None (sampled)
+
+
+CSP_CONFIG_FILE = "csp_config.json"
+SIGMA_EMBEDDING_FILE = "csp_sigma_embedding.safetensors"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tmrl_vla", "lerobot", "peft", "torch", "transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def _name_or_path(policy: nn.Module) -> str:
+    config = getattr(policy, "config", None)
+    return str(
+        getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None) or "<in-memory policy>"
+    )
+
+
+def resolve_adapter_dir(path_or_repo_id: str | Path) -> Path:
+    """A local directory as is; otherwise a Hub repo id, fetched (or read from the local Hub cache)."""
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path_or_repo_id)))
+
+
+def weights_hash(module: nn.Module) -> str:
+    """A content hash of a module's weights: identifies a base model independently of its path."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class CSPPolicy(nn.Module):
+    def __init__(self, peft_model: nn.Module, config: CSPConfig, backend: VLABackend, base_hash: str) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.config = config
+        self.backend = backend
+        self.base_hash = base_hash
+        flow = self.flow_model
+        self.embed_width = backend.embed_width(flow)
+        self.sigma_embedding = SigmaEmbedding(config.sigma_embedding_dim, backend.expert_width(flow))
+        self.register_buffer("schedule", linear_beta_schedule(config.num_timesteps, config.beta_start, config.beta_end))
+        self._call: _Conditioning | None = None
+        self._smoothing = True
+        self._scale_recorder: dict[str, list[torch.Tensor]] | None = None
+        self._handles: list = []
+        self._install_hooks()
+
+    # ---------------------------------------------------------------------------------- building
+    @classmethod
+    def from_base(cls, policy: nn.Module, config: CSPConfig | None = None) -> CSPPolicy:
+        """Wrap a LeRobot policy (modified in place, as PEFT does; :meth:`unload` undoes it)."""
+        from peft import LoraConfig, get_peft_model
+
+        config = config or CSPConfig()
+        backend = backend_for(policy)
+        base_hash = weights_hash(policy)
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules or backend.default_lora_targets(),
+        )
+        for p in policy.parameters():
+            p.requires_grad_(False)
+        return cls(get_peft_model(policy, lora), config, backend, base_hash)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, *, base: nn.Module, is_trainable: bool = False) -> CSPPolicy:
+        """Load an adapter saved by :meth:`save_pretrained` (a local directory or a Hub repo id) onto ``base``.
+
+        The base's weights must be the ones the adapter was trained on (checked by content hash).
+        """
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        path = resolve_adapter_dir(path_or_repo_id)
+        meta_file = path / CSP_CONFIG_FILE
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{path} is not a CSP adapter: {CSP_CONFIG_FILE} is missing")
+        meta = json.loads(meta_file.read_text())
+        recorded = meta["base_model"]
+        backend = backend_for(base)
+        base_hash = weights_hash(base)
+        if recorded.get("weights_hash") != base_hash or recorded.get("policy_type") != base.config.type:
+            raise ValueError(
+                f"CSP adapter {path} was trained on base {recorded.get('name_or_path')!r} "
+                f"({recorded.get('policy_type')}, weights {recorded.get('weights_hash')}), but it is being loaded onto "
+                f"{_name_or_path(base)!r} ({base.config.type}, weights {base_hash}). Load it onto the base it was "
+                "trained on."
+            )
+        for p in base.parameters():
+            p.requires_grad_(False)
+        peft_model = PeftModel.from_pretrained(base, path, is_trainable=is_trainable)
+        csp = cls(peft_model, CSPConfig.from_dict(meta["csp"]), backend, base_hash)
+        csp.sigma_embedding.load_state_dict(load_file(path / SIGMA_EMBEDDING_FILE))
+        csp.sigma_embedding.weight.requires_grad_(is_trainable)
+        return csp
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a PEFT adapter directory plus ``csp_config.json`` and the sigma embedding.
+
+        ``adapter_config.json`` and ``adapter_model.safetensors`` are plain PEFT files: stock PEFT
+        (and LeRobot's PEFT loading) runs the adapter as a LoRA policy, which is this policy at sigma = 0.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.peft_model.save_pretrained(directory)
+        save_file(
+            {k: v.contiguous() for k, v in self.sigma_embedding.state_dict().items()}, directory / SIGMA_EMBEDDING_FILE
+        )
+        meta = {
+            "format_version": 1,
+            "csp": self.config.to_dict(),
+            "base_model": {
+                "name_or_path": _name_or_path(self.base_policy),
+                "policy_type": self.base_policy.config.type,
+                "weights_hash": self.base_hash,
+            },
+            "versions": library_versions(),
+        }
+        (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return directory
+
+    @property
+    def base_policy(self) -> nn.Module:
+        """The LeRobot policy inside (with LoRA layers injected while wrapped)."""
+        return self.peft_model.get_base_model()
+
+    @property
+    def flow_model(self) -> nn.Module:
+        return self.backend.flow_model(self.base_policy)
+
+    def _install_hooks(self) -> None:
+        flow = self.flow_model
+        method = self.backend.prefix_method
+        original = getattr(flow, method)
+
+        def embed_prefix_with_noise(*args, **kwargs):
+            outputs = original(*args, **kwargs)
+            return self._noise_prefix(flow, args, kwargs, outputs)
+
+        setattr(flow, method, embed_prefix_with_noise)  # instance attribute: shadows the class method
+        self._handles.append(("attr", flow, method))
+        hook = self.backend.time_layer(flow).register_forward_hook(self._add_sigma_embedding)
+        self._handles.append(("hook", hook))
+
+    def _remove_hooks(self) -> None:
+        for entry in self._handles:
+            if entry[0] == "attr":
+                _, obj, name = entry
+                if name in vars(obj):
+                    delattr(obj, name)
+            else:
+                entry[1].remove()
+        self._handles = []
+
+    def unload(self) -> nn.Module:
+        """Remove hooks and LoRA layers; return the LeRobot policy exactly as it was given."""
+        self._remove_hooks()
+        policy = self.peft_model.unload()
+        return policy
+
+    # ------------------------------------------------------------------------------------- hooks
+    def _noise_prefix(self, flow: nn.Module, args: tuple, kwargs: dict, outputs: tuple):
+        if self._scale_recorder is not None:
+            self._record_scales(flow, args, kwargs, outputs)
+        call = self._call
+        if call is None or not self._smoothing or bool((call.sigma == 0).all()):
+            return outputs
+        embs, pad_masks, att_masks = outputs
+        segments = self.backend.segments(flow, args, kwargs, outputs)
+        mask = torch.zeros_like(pad_masks)
+        scale = torch.zeros(pad_masks.shape, dtype=embs.dtype, device=embs.device)
+        for name, flag in (
+            ("image", self.config.noise_image),
+            ("language", self.config.noise_language),
+            ("state", self.config.noise_state),
+        ):
+            seg = getattr(segments, name)
+            if flag:
+                mask = mask | seg
+            scale = scale + seg.to(embs.dtype) * self._segment_scale(name)
+        eps = self._context_eps(call.context_noise, embs)
+        if self.config.noise_scale == "segment":
+            eps = eps * scale[..., None]
+        noised = forward_noise(embs, call.sigma.to(embs.device), self.schedule, eps, mask)
+        return noised, pad_masks, att_masks
+
+    def _segment_scale(self, name: str) -> float:
+        if self.config.noise_scale == "none":
+            return 1.0
+        noised = getattr(self.config, f"noise_{name}")
+        if name not in self.config.segment_scale:
+            if noised:
+                raise RuntimeError(
+                    f"CSP noise_scale='segment' but no scale is known for the {name!r} tokens: run "
+                    "calibrate_segment_scales(batches) before training (the scale is saved with the adapter)."
+                )
+            return 0.0
+        return float(self.config.segment_scale[name])
+
+    def _context_eps(self, context_noise: torch.Tensor | None, embs: torch.Tensor) -> torch.Tensor:
+        b, n, d = embs.shape
+        if context_noise is None:
+            if self.config.context_noise == "tiled":
+                return torch.randn(b, 1, d, device=embs.device, dtype=embs.dtype).expand(b, n, d)
+            return torch.randn_like(embs)
+        context_noise = context_noise.to(device=embs.device, dtype=embs.dtype)
+        if context_noise.ndim == 2:  # one vector per sample, tiled over the context tokens
+            return context_noise[:, None, :].expand(b, n, d)
+        if context_noise.shape != (b, n, d):
+            raise ValueError(f"per-token context noise must have shape {(b, n, d)}, got {tuple(context_noise.shape)}")
+        return context_noise
+
+    def _add_sigma_embedding(self, module: nn.Module, inputs: tuple, output: torch.Tensor):
+        call = self._call
+        if call is None or bool((call.sigma == 0).all()):
+            return output
+        emb = self.sigma_embedding(call.sigma.to(output.device)).to(output.dtype)  # (b, W)
+        return output + emb.view(emb.shape[0], *([1] * (output.ndim - 2)), emb.shape[-1])
+
+    # ------------------------------------------------------------------------------ conditioning
+    @contextlib.contextmanager
+    def conditioned(self, sigma: torch.Tensor | float, batch_size: int, context_noise: torch.Tensor | None = None):
+        """Run the wrapped policy at per-sample ``sigma`` (b,) for the duration of the block."""
+        if not isinstance(sigma, torch.Tensor):
+            sigma = torch.full((batch_size,), float(sigma))
+        sigma = check_sigma(sigma, batch_size)
+        if context_noise is not None:
+            if context_noise.shape[0] != batch_size or context_noise.shape[-1] != self.embed_width:
+                raise ValueError(
+                    f"context noise must be (b, D) or (b, n, D) with b = {batch_size} and the policy's embedding "
+                    f"width D = {self.embed_width}; got {tuple(context_noise.shape)}"
+                )
+        previous, self._call = self._call, _Conditioning(sigma=sigma, context_noise=context_noise)
+        try:
+            yield
+        finally:
+            self._call = previous
+
+    @contextlib.contextmanager
+    def disable_smoothing(self) -> Iterator[None]:
+        """Inside the block the context is never noised (the sigma embedding still applies)."""
+        previous, self._smoothing = self._smoothing, False
+        try:
+            yield
+        finally:
+            self._smoothing = previous
+
+    @staticmethod
+    def _batch_size(batch: dict) -> int:
+        return int(batch["observation.state"].shape[0])
+
+    def predict_action_chunk(
+        self,
+        batch: dict,
+        *,
+        sigma: torch.Tensor | float,
+        context_noise: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """LeRobot's ``predict_action_chunk`` at per-sample ``sigma`` (b,) (a float applies to all).
+
+        ``context_noise``: None samples it (per the config's mode); a (b, D) tensor is one vector
+        per sample tiled over all context tokens (what TMRL feeds); (b, n, D) is per token.
+        ``noise``: the flow's initial noise (b, chunk, max_action_dim), as in LeRobot.
+        """
+        with self.conditioned(sigma, self._batch_size(batch), context_noise):
+            return self.base_policy.predict_action_chunk(batch, noise=noise)
+
+    def forward(self, batch: dict, *, sigma: torch.Tensor, context_noise: torch.Tensor | None = None, **kwargs):
+        """The policy's own training loss at per-sample ``sigma``; returns LeRobot's (loss, info)."""
+        with self.conditioned(sigma, self._batch_size(batch), context_noise):
+            return self.base_policy.forward(batch, **kwargs)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------ calibration
+    def _record_scales(self, flow, args, kwargs, outputs) -> None:
+        embs = outputs[0]
+        segments = self.backend.segments(flow, args, kwargs, outputs)
+        rms = embs.detach().float().pow(2).mean(-1).sqrt()  # (b, n)
+        for name in ("image", "language", "state"):
+            seg = getattr(segments, name)
+            if seg.any():
+                self._scale_recorder[name].append(rms[seg])
+
+    @torch.no_grad()
+    def calibrate_segment_scales(self, batches) -> dict[str, float]:
+        """Measure each segment's mean clean-token RMS over ``batches`` (preprocessed training batches).
+
+        Stored in the config (and so in ``csp_config.json``): at inference the same scale is used,
+        whatever the batch, so sigma = 1 carries no information about the clean tokens.
+        """
+        import dataclasses
+
+        self._scale_recorder = {"image": [], "language": [], "state": []}
+        try:
+            for batch in batches:
+                self.base_policy.forward(batch)
+        finally:
+            recorded, self._scale_recorder = self._scale_recorder, None
+        scales = {k: float(torch.cat(v).mean()) for k, v in recorded.items() if v}
+        self.config = dataclasses.replace(self.config, segment_scale=scales)
+        return scales
