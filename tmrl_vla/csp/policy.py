@@ -304,12 +304,13 @@ class CSPPolicy(nn.Module):
         if not isinstance(sigma, torch.Tensor):
             sigma = torch.full((batch_size,), float(sigma))
         sigma = check_sigma(sigma, batch_size)
-        if context_noise is not None:
-            if context_noise.shape[0] != batch_size or context_noise.shape[-1] != self.embed_width:
-                raise ValueError(
-                    f"context noise must be (b, D) or (b, n, D) with b = {batch_size} and the policy's embedding "
-                    f"width D = {self.embed_width}; got {tuple(context_noise.shape)}"
-                )
+        if context_noise is not None and (
+            context_noise.shape[0] != batch_size or context_noise.shape[-1] != self.embed_width
+        ):
+            raise ValueError(
+                f"context noise must be (b, D) or (b, n, D) with b = {batch_size} and the policy's embedding "
+                f"width D = {self.embed_width}; got {tuple(context_noise.shape)}"
+            )
         previous, self._call = self._call, _Conditioning(sigma=sigma, context_noise=context_noise)
         try:
             yield
