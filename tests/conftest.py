@@ -21,3 +21,21 @@ def tiny_demos(tmp_path_factory):
     config = DemoConfig(num_episodes=4, seed=0, repo_id="local/test_demos")
     stats = record_demos(config, root, progress=False)
     return config, root, stats
+
+
+@pytest.fixture(scope="session")
+def tiny_base_policy(tiny_demos, tmp_path_factory):
+    """A tiny SmolVLA checkpoint trained for a few BC steps on ``tiny_demos`` (a real LeRobot checkpoint)."""
+    from tmrl_vla.bc import BCConfig, train_bc
+
+    config, root, _ = tiny_demos
+    out = tmp_path_factory.mktemp("base_policy")
+    train_bc(
+        BCConfig(steps=3, batch_size=4, warmup_steps=1, num_threads=1),
+        dataset_repo_id=config.repo_id,
+        dataset_root=root,
+        out_dir=out,
+        progress=False,
+        log=lambda _: None,
+    )
+    return out

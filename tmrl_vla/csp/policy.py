@@ -328,7 +328,12 @@ class CSPPolicy(nn.Module):
 
     @staticmethod
     def _batch_size(batch: dict) -> int:
-        return int(batch["observation.state"].shape[0])
+        # pi0.5 never reads observation.state (its state is tokenised into the prompt), so a valid batch may lack
+        # it; every LeRobot VLA batch carries the language tokens.
+        for key in ("observation.state", "observation.language.tokens"):
+            if key in batch:
+                return int(batch[key].shape[0])
+        raise KeyError("cannot tell the batch size: the batch has neither observation.state nor language tokens")
 
     def predict_action_chunk(
         self,

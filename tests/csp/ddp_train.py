@@ -1,0 +1,27 @@
+"""Run by test_trainer under torchrun: a few CSP steps on 2 CPU processes, then one checksum per rank."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
+
+base, repo_id, root, out = sys.argv[1:5]
+result = train_csp(
+    CSPTrainConfig(steps=3, batch_size=4, warmup_steps=1, calibration_batches=1, log_every=1, num_threads=1),
+    base_policy_dir=base,
+    dataset_repo_id=repo_id,
+    dataset_root=root,
+    out_dir=out,
+    progress=False,
+)
+csp = result["csp"]
+h = hashlib.sha256()
+for name, p in sorted(csp.named_parameters()):
+    if p.requires_grad:
+        h.update(p.detach().numpy().tobytes())
+rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+Path(out, f"rank{rank}.json").write_text(json.dumps({"hash": h.hexdigest(), "num_processes": result["num_processes"]}))
