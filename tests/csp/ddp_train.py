@@ -20,8 +20,8 @@ result = train_csp(
 )
 csp = result["csp"]
 h = hashlib.sha256()
-for name, p in sorted(csp.named_parameters()):
+for name, p in sorted(csp.named_parameters(), key=lambda item: item[0]):
     if p.requires_grad:
-        h.update(p.detach().numpy().tobytes())
+        h.update(name.encode() + p.detach().numpy().tobytes())
 rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 Path(out, f"rank{rank}.json").write_text(json.dumps({"hash": h.hexdigest(), "num_processes": result["num_processes"]}))
