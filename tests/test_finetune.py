@@ -2,6 +2,7 @@ import json
 
 from tmrl_vla.assets import AssetsConfig, EvalConfig
 from tmrl_vla.bc import BCConfig
+from tmrl_vla.csp.trainer import CSPTrainConfig
 from tmrl_vla.data.demos import DemoConfig
 from tmrl_vla.finetune import FinetuneConfig, parse_args, train
 
@@ -12,6 +13,7 @@ def tiny_preset(tmp_path) -> FinetuneConfig:
             demos=DemoConfig(num_episodes=2),
             bc=BCConfig(steps=3, batch_size=4, warmup_steps=1, num_threads=1),
             eval=EvalConfig(episodes=2, num_envs=2),
+            csp=CSPTrainConfig(steps=2, batch_size=4, warmup_steps=1, calibration_batches=1, num_threads=1),
         ),
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
@@ -47,5 +49,7 @@ def test_recipe_smoke_builds_assets_then_reuses_them(tmp_path, capsys):
 
     again = train(cfg)
     log = capsys.readouterr().out
-    assert log.count("reusing") == 3 and "building" not in log
+    assert log.count("reusing") == 4 and "building" not in log
+    assert (tmp_path / "cache").joinpath(again["csp_adapter"]).is_dir()
+    assert set(written["timings"]["build_seconds_by_stage"]) == {"demos", "base_policy", "base_eval", "csp_adapter"}
     assert again["base_policy"] == summary["base_policy"]

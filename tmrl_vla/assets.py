@@ -4,7 +4,8 @@ Stages and what each one's cache key covers:
 
 * ``demos``: the demo config and the scene file (editing the MJCF invalidates recorded demos);
 * ``base_policy``: the BC config and the demos' hash;
-* ``base_eval``: the evaluation config and the base policy's hash.
+* ``base_eval``: the evaluation config and the base policy's hash;
+* ``csp_adapter``: the CSP training config, the base policy's and the demos' hashes.
 
 Each stage is skipped when a valid build exists, and a crashed BC run resumes from its checkpoint.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tmrl_vla.bc import BCConfig, train_bc
 from tmrl_vla.cache import AssetCache
+from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 from tmrl_vla.data.demos import DemoConfig, record_demos
 from tmrl_vla.envs.pick_cube import PickCubeConfig
 
@@ -37,6 +39,7 @@ class AssetsConfig:
     demos: DemoConfig = field(default_factory=DemoConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    csp: CSPTrainConfig = field(default_factory=CSPTrainConfig)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Assets:
     demos_repo_id: str
     policy_dir: Path
     eval: dict
+    csp_dir: Path
+    timings: dict
 
 
 def scene_hash() -> str:
@@ -106,7 +111,7 @@ def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, en
                 num_episodes=config.episodes,
                 num_envs=config.num_envs,
                 seed=config.seed,
-                n_exec=chunk_policy.policy.config.n_action_steps,
+                n_exec=chunk_policy.n_action_steps,
                 swap_images=run["swap_images"],
                 progress=True,
             )
@@ -119,13 +124,34 @@ def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, en
     return cache.get_or_build("base_eval", key, build, log=log)
 
 
+def build_csp_adapter(cache: AssetCache, config: CSPTrainConfig, policy_stage, demos, demo_config, *, log=print):
+    key = {"csp": dataclasses.asdict(config), "policy": policy_stage.hash, "demos": demos.hash}
+
+    def build(work: Path) -> dict:
+        metrics = train_csp(
+            config,
+            base_policy_dir=policy_stage.path,
+            dataset_repo_id=demo_config.repo_id,
+            dataset_root=demos.path / "dataset",
+            out_dir=work,
+            log=log,
+        )
+        metrics.pop("csp")
+        return metrics
+
+    return cache.get_or_build("csp_adapter", key, build, log=log)
+
+
 def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) -> Assets:
     demos = build_demos(cache, config.demos, log=log)
     policy = build_base_policy(cache, config.bc, demos, config.demos, log=log)
     evaluation = evaluate_base_policy(cache, config.eval, policy, config.demos.env, log=log)
+    csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=log)
     return Assets(
         demos_root=demos.path / "dataset",
         demos_repo_id=config.demos.repo_id,
         policy_dir=policy.path,
         eval=evaluation.manifest.get("results", {}),
+        csp_dir=csp.path,
+        timings={s.manifest["stage"]: s.seconds for s in (demos, policy, evaluation, csp)},
     )

@@ -1,7 +1,8 @@
 """The fine-tuning job behind ``recipes/finetune_pick.py``: config, CLI parsing and ``train(cfg)``.
 
 Today it builds (or reuses) the embedded default's assets, evaluates the base policy where it was
-taught, with swapped images, and on the fine-tuning shift, and writes a report. The RL stage
+taught, with swapped images, and on the fine-tuning shift, trains the CSP adapter on the demos,
+and writes a report. The RL stage
 (TMRL, and DSRL as its baseline) plugs in after the assets; until it exists the job says so.
 """
 
@@ -47,6 +48,12 @@ def train(cfg: FinetuneConfig) -> dict:
     from accelerate import PartialState
 
     state = PartialState()
+    if state.num_processes > 1:
+        raise NotImplementedError(
+            "The embedded default's stages (demos, BC, CSP) run in one process and the RL stage that would use "
+            "several is not built yet: launch with one process (CSP training alone runs distributed through "
+            "tmrl_vla.csp.trainer.train_csp)."
+        )
     out = Path(cfg.output_dir)
     log = print if state.is_main_process else (lambda *_: None)
     timings: dict[str, float] = {}
@@ -64,7 +71,8 @@ def train(cfg: FinetuneConfig) -> dict:
         "demos": str(assets.demos_root),
         "base_policy": str(assets.policy_dir),
         "base_policy_eval": assets.eval,
-        "timings": timings,
+        "csp_adapter": str(assets.csp_dir),
+        "timings": {**timings, "build_seconds_by_stage": assets.timings},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_base_eval(assets.eval, out / "base_policy_success.png")
@@ -74,9 +82,10 @@ def train(cfg: FinetuneConfig) -> dict:
     for name, res in assets.eval.items():
         lo, hi = res["ci95"]
         log(f"base success  {name:<34} {res['success_rate']:.2f}  (95% CI {lo:.2f}-{hi:.2f}, n={res['episodes']})")
+    log(f"CSP adapter:  {assets.csp_dir}  (CSPPolicy.from_pretrained(dir, base=policy))")
     log(f"report:       {out / 'summary.json'}, {out / 'base_policy_success.png'}")
     log("")
-    log("RL fine-tuning (TMRL, with DSRL as the baseline) is not built yet: this run stops after the base policy.")
+    log("RL fine-tuning (TMRL, with DSRL as the baseline) is not built yet: this run stops after the CSP adapter.")
     return summary
 
 

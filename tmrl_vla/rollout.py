@@ -46,24 +46,28 @@ def obs_to_batch(obs: dict[str, np.ndarray], task: str, device: torch.device | s
 
 
 class LeRobotChunkPolicy:
-    """A LeRobot policy with its processors, as a :class:`ChunkPolicy`.
+    """A LeRobot policy (or a :class:`~tmrl_vla.csp.policy.CSPPolicy`) with its processors, as a :class:`ChunkPolicy`.
 
     ``noise`` (b, chunk, max_action_dim) may be passed to fix the flow's initial noise; otherwise the
-    policy draws it from the global torch RNG, as LeRobot does.
+    policy draws it from the global torch RNG, as LeRobot does. ``predict_kwargs`` are passed to
+    every ``predict_action_chunk`` call (e.g. ``sigma=0.75`` for a CSP policy).
     """
 
-    def __init__(self, policy, preprocessor, postprocessor) -> None:
+    def __init__(self, policy, preprocessor, postprocessor, **predict_kwargs) -> None:
         self.policy = policy
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
+        self.predict_kwargs = predict_kwargs
         self.device = next(policy.parameters()).device
-        self.chunk_size = policy.config.chunk_size
+        self.lerobot_config = getattr(policy, "base_policy", policy).config
+        self.chunk_size = self.lerobot_config.chunk_size
+        self.n_action_steps = self.lerobot_config.n_action_steps
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], task: str, noise: torch.Tensor | None = None) -> np.ndarray:
         self.policy.eval()
         batch = self.preprocessor(obs_to_batch(obs, task, self.device))
-        actions = self.policy.predict_action_chunk(batch, noise=noise)  # (b, chunk, A), normalised
+        actions = self.policy.predict_action_chunk(batch, noise=noise, **self.predict_kwargs)  # (b, chunk, A)
         actions = self.postprocessor(actions)
         return actions.cpu().numpy()
 
@@ -114,10 +118,12 @@ def evaluate(
     n_exec: int = 5,
     swap_images: bool = False,
     progress: bool = False,
+    torch_seed: int | None = None,
 ) -> EvalResult:
     """Success rate over ``num_episodes`` episodes with env seeds ``seed, seed + 1, ...``.
 
-    The global torch RNG is seeded with ``seed`` too, so the policy's sampling noise repeats.
+    The global torch RNG is seeded with ``torch_seed`` (default: ``seed``), so the policy's sampling
+    noise repeats; vary it to draw fresh rollouts from the same initial states.
 
     ``swap_images`` is the "does the policy read the image?" control: each env's images are
     replaced by those of the next env in the batch (another episode at the same time step), while
@@ -125,7 +131,7 @@ def evaluate(
     """
     if swap_images and num_envs < 2:
         raise ValueError("swap_images needs num_envs >= 2")
-    torch.manual_seed(seed)  # the flow's initial noise: repeated evaluations give the same numbers
+    torch.manual_seed(seed if torch_seed is None else torch_seed)  # the policy's sampling noise repeats
     envs = BatchedEnv(make_env, num_envs)
     successes: list[bool] = []
     steps: list[int] = []
