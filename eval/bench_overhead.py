@@ -51,7 +51,9 @@ def main() -> None:
     csp = CSPPolicy.from_base(copy.deepcopy(bare))
     csp.calibrate_segment_scales([batch])
     csp.eval()
-    lora = get_peft_model(copy.deepcopy(bare), LoraConfig(r=csp.config.lora_r, target_modules=csp.backend.default_lora_targets()))
+    lora = get_peft_model(
+        copy.deepcopy(bare), LoraConfig(r=csp.config.lora_r, target_modules=csp.backend.default_lora_targets())
+    )
     lora_policy = lora.get_base_model().eval()
     noise = torch.randn(b, 10, 32)
 

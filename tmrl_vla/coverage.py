@@ -57,7 +57,13 @@ def success_at_k(
     rows = []
     for r in range(k):
         res = evaluate(
-            policy, make_env, num_episodes=num_states, num_envs=num_envs, seed=seed, n_exec=n_exec, torch_seed=seed + 7919 * (r + 1)
+            policy,
+            make_env,
+            num_episodes=num_states,
+            num_envs=num_envs,
+            seed=seed,
+            n_exec=n_exec,
+            torch_seed=seed + 7919 * (r + 1),
         )
         rows.append(res.successes)
     return CoverageResult(successes=np.array(rows, dtype=bool))

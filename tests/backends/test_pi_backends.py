@@ -238,3 +238,19 @@ def test_unload_gives_the_untouched_policy_back(fresh):
     assert back.state_dict().keys() == reference.keys()
     assert all(torch.equal(back.state_dict()[k], v) for k, v in reference.items())
     assert torch.equal(sample(back, batch, noise), expected)
+
+
+def test_noise_state_is_refused_where_there_is_no_state_token():
+    from tmrl_vla.backends.pi0 import PI0Backend
+    from tmrl_vla.backends.pi05 import PI05Backend
+
+    assert not PI0Backend.has_state_token and not PI05Backend.has_state_token
+
+    class Config:
+        type = "pi0"
+
+    class Fake(torch.nn.Module):
+        config = Config()
+
+    with pytest.raises(ValueError, match="no state token"):
+        CSPPolicy.from_base(Fake(), CSPConfig(noise_state=True))

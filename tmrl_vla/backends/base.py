@@ -32,6 +32,7 @@ class PrefixSegments:
 class VLABackend(ABC):
     policy_type: ClassVar[str]
     prefix_method: ClassVar[str] = "embed_prefix"  # method of the flow model returning (embs, pad_masks, att_masks)
+    has_state_token: ClassVar[bool] = True  # False where the state never enters the prefix (pi0, pi0.5)
 
     def flow_model(self, policy: nn.Module) -> nn.Module:
         """The inner module that owns ``embed_prefix`` and the action expert (LeRobot's ``policy.model``)."""

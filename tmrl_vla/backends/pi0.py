@@ -36,6 +36,7 @@ from tmrl_vla.backends.base import BACKENDS, PrefixSegments, VLABackend
 @BACKENDS.register("pi0")
 class PI0Backend(VLABackend):
     policy_type = "pi0"
+    has_state_token = False  # pi0 feeds the state to the action expert; pi0.5 writes it into the language
     # Name of embed_prefix's third parameter (the token ids), should a caller pass it by keyword.
     token_arg: ClassVar[str] = "lang_tokens"
 

@@ -129,6 +129,11 @@ class CSPPolicy(nn.Module):
 
         config = config or CSPConfig()
         backend = backend_for(policy)
+        if config.noise_state and not backend.has_state_token:
+            raise ValueError(
+                f"noise_state=True, but {backend.policy_type} has no state token in its prefix (the state reaches the "
+                "action expert another way), so it cannot be noised there."
+            )
         base_hash = weights_hash(policy)
         lora = LoraConfig(
             r=config.lora_r,
