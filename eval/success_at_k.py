@@ -4,9 +4,11 @@
     python eval/success_at_k.py --base DIR --adapter DIR --shift moved_camera --states 24 --k 12
 
 N fixed initial states x K rollouts each with fresh flow (and context) noise; Success@K is the
-fraction of states with at least one success in the first K rollouts (TMRL paper, section 4). Beside
-it, the in-distribution success of each policy (does CSP keep imitation at sigma = 0?). Writes a PNG
-of Success@K vs K and a JSON summary, and prints the summary as its last line.
+fraction of states with at least one success in the first K rollouts (TMRL paper, section 4).
+Compared: BC; BC trained for CSP's extra time (``--extra-bc``); BC with the image blanked (what
+ignoring the image gives); CSP at each sigma and with sigma drawn per decision. Beside each, the
+in-distribution success (does CSP keep imitation at sigma = 0?). Writes a PNG of Success@K vs K and
+a JSON summary, and prints the summary as its last line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,25 @@ import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 from tmrl_vla.coverage import success_at_k
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
 from tmrl_vla.rollout import LeRobotChunkPolicy, evaluate
+
+
+class PerDecisionSigma(LeRobotChunkPolicy):
+    """CSP with sigma ~ U[0, 1] drawn afresh for every sample at every decision (an RL agent's warm-up)."""
+
+    def __call__(self, obs, task, noise=None):
+        self.predict_kwargs["sigma"] = torch.rand(obs["observation.state"].shape[0])
+        return super().__call__(obs, task, noise)
+
+
+class BlankImages:
+    """The image-blanked control: the wrapped policy sees mid-grey frames, i.e. it must ignore the image."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def __call__(self, obs, task):
+        grey = {k: (v * 0 + 128 if k.startswith("observation.images.") else v) for k, v in obs.items()}
+        return self.policy(grey, task)
 
 
 def default_assets() -> tuple[Path, Path]:
@@ -62,6 +83,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--sigmas", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--in-dist-episodes", type=int, default=30)
+    parser.add_argument("--extra-bc", type=Path, help="a BC checkpoint trained for CSP's extra time (the fair control)")
     parser.add_argument("--out", type=Path, default=Path("outputs/success_at_k"))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -81,8 +103,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     policies = {"BC": LeRobotChunkPolicy(bc, pre, post)}
+    if args.extra_bc is not None:
+        extra, _, _ = load_lerobot_policy(args.extra_bc)
+        policies["BC (same extra training time)"] = LeRobotChunkPolicy(extra, pre, post)
+    policies["BC, image blanked"] = BlankImages(LeRobotChunkPolicy(bc, pre, post))
     for s in (float(x) for x in args.sigmas.split(",")):
         policies[f"CSP sigma={s:g}"] = LeRobotChunkPolicy(csp, pre, post, sigma=s)
+    policies["CSP sigma~U[0,1] per decision"] = PerDecisionSigma(csp, pre, post, sigma=0.0)
 
     summary: dict = {"shift": args.shift, "base": str(base_dir), "adapter": str(adapter_dir), "policies": {}}
     start = time.perf_counter()

@@ -15,7 +15,7 @@ FAST = dict(batch_size=4, warmup_steps=1, calibration_batches=1, log_every=1, nu
 
 def test_sigma_sampling():
     g = torch.Generator().manual_seed(0)
-    s = sample_sigma(1000, CSPTrainConfig(), g)
+    s = sample_sigma(1000, CSPTrainConfig(sigma_power=1.0), g)
     assert s.shape == (1000,) and s.min() >= 0 and s.max() <= 1 and abs(s.mean() - 0.5) < 0.05
     tilted = sample_sigma(1000, CSPTrainConfig(sigma_power=2.0, clean_fraction=0.25), g)
     assert (tilted[:250] == 0).all() and tilted.mean() < 0.3

@@ -41,8 +41,11 @@ class CSPTrainConfig:
     seed: int = 0
     # sigma = u ** sigma_power with u ~ U[0, 1]; power 1 is the paper's uniform draw, > 1 puts more
     # mass at small sigma. A ``clean_fraction`` of each batch is set to sigma = 0 (pure imitation).
+    # Default 2, measured on the embedded default (2000 steps, 20 states x 8 rollouts of the
+    # moved-camera task): in-distribution success at sigma = 0 stayed 0.97 (BC 1.00) against 0.90
+    # with the uniform draw, for the same coverage gain (Success@8 0.50-0.65 at sigma 0.25-0.5 vs BC 0.20).
     sigma_distribution: Literal["power"] = "power"
-    sigma_power: float = 1.0
+    sigma_power: float = 2.0
     clean_fraction: float = 0.0
     calibration_batches: int = 4
     save_every: int = 500
