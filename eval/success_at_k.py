@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--sigmas", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--in-dist-episodes", type=int, default=30)
     parser.add_argument("--extra-bc", type=Path, help="a BC checkpoint trained for CSP's extra time (the fair control)")
+    parser.add_argument("--groups", default="bc,blank,csp,random", help="which of bc,blank,csp,random to run")
     parser.add_argument("--out", type=Path, default=Path("outputs/success_at_k"))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -102,14 +103,20 @@ def main() -> None:
     shifted = PickCubeConfig.with_shift(args.shift)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    policies = {"BC": LeRobotChunkPolicy(bc, pre, post)}
-    if args.extra_bc is not None:
+    groups = set(args.groups.split(","))
+    policies = {}
+    if "bc" in groups:
+        policies["BC"] = LeRobotChunkPolicy(bc, pre, post)
+    if "bc" in groups and args.extra_bc is not None:
         extra, _, _ = load_lerobot_policy(args.extra_bc)
         policies["BC (same extra training time)"] = LeRobotChunkPolicy(extra, pre, post)
-    policies["BC, image blanked"] = BlankImages(LeRobotChunkPolicy(bc, pre, post))
-    for s in (float(x) for x in args.sigmas.split(",")):
-        policies[f"CSP sigma={s:g}"] = LeRobotChunkPolicy(csp, pre, post, sigma=s)
-    policies["CSP sigma~U[0,1] per decision"] = PerDecisionSigma(csp, pre, post, sigma=0.0)
+    if "blank" in groups:
+        policies["BC, image blanked"] = BlankImages(LeRobotChunkPolicy(bc, pre, post))
+    if "csp" in groups:
+        for s in (float(x) for x in args.sigmas.split(",")):
+            policies[f"CSP sigma={s:g}"] = LeRobotChunkPolicy(csp, pre, post, sigma=s)
+    if "random" in groups:
+        policies["CSP sigma~U[0,1] per decision"] = PerDecisionSigma(csp, pre, post, sigma=0.0)
 
     summary: dict = {"shift": args.shift, "base": str(base_dir), "adapter": str(adapter_dir), "policies": {}}
     start = time.perf_counter()
