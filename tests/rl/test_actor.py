@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy, sigma_from_y, tanh_gaussian_log_prob
+from tmrl_vla.rl.sac import temperature_loss
+
+
+def test_tanh_log_prob_matches_change_of_variables():
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    torch.manual_seed(0)  # float64: the reference inverts tanh, which loses float32 precision for |u| > 3
+    mean, log_std = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 3, dtype=torch.float64).clamp(-2, 1)
+    u = mean + log_std.exp() * torch.randn(64, 3, dtype=torch.float64)
+    ref = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()]).log_prob(torch.tanh(u)).sum(-1)
+    torch.testing.assert_close(tanh_gaussian_log_prob(u, mean, log_std), ref, atol=1e-6, rtol=1e-6)
+
+
+def test_tanh_log_prob_against_a_numerical_density():
+    """1-D: the density of y = tanh(u) integrates to one and matches a finite-difference Jacobian."""
+    mean, log_std = torch.tensor([[0.3]], dtype=torch.float64), torch.tensor([[-0.2]], dtype=torch.float64)
+    y = torch.linspace(-0.999, 0.999, 20001, dtype=torch.float64)[:, None]
+    u = torch.atanh(y)
+    density = tanh_gaussian_log_prob(u, mean.expand_as(u), log_std.expand_as(u)).exp()
+    assert abs(torch.trapezoid(density, y[:, 0]).item() - 1.0) < 2e-3
+    h = 1e-7
+    du_dy = (torch.atanh(y + h) - torch.atanh(y - h)) / (2 * h)
+    gauss = torch.distributions.Normal(mean[0, 0], log_std.exp()[0, 0]).log_prob(u[:, 0]).exp()
+    torch.testing.assert_close(density, gauss * du_dy[:, 0], rtol=1e-3, atol=1e-5)
+
+
+def test_heads_shapes_and_ranges():
+    cfg = HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12)
+    pi = HighLevelPolicy(cfg)
+    actions, logp = pi.sample(torch.randn(5, 10))
+    assert {k: v.shape for k, v in actions.items()} == {"z": (5, 6), "y": (5, 1), "eps_c": (5, 12)}
+    assert all(v.abs().max() <= 1 for v in actions.values())
+    assert set(logp) == {"z", "y", "eps_c"} and all(v.shape == (5,) for v in logp.values())
+    for mean, log_std in pi.distribution(torch.randn(5, 10)).values():
+        assert log_std.min() >= -5 and log_std.max() <= 2
+    assert sigma_from_y(actions["y"]).min() >= 0 and sigma_from_y(actions["y"]).max() <= 1
+    with pytest.raises(ValueError, match="width"):
+        pi.sample(torch.randn(5, 9))
+
+
+def test_dsrl_mode_has_only_the_z_head():
+    pi = HighLevelPolicy(HighLevelConfig(obs_dim=4, action_dim=6, embed_dim=960, heads=("z",)))
+    actions, logp = pi.sample(torch.randn(3, 4))
+    assert set(actions) == set(logp) == set(pi.log_alpha) == {"z"}
+    with pytest.raises(ValueError):
+        HighLevelConfig(obs_dim=4, action_dim=6, embed_dim=8, heads=("z", "w"))
+
+
+def test_temperatures_move_towards_their_targets():
+    cfg = HighLevelConfig(obs_dim=4, action_dim=2, embed_dim=3, target_entropy={"z": -2.0, "y": -1.0, "eps_c": -3.0})
+    pi = HighLevelPolicy(cfg)
+    opt = torch.optim.SGD(pi.log_alpha.parameters(), lr=0.1)
+    # entropy too low for z (log pi = 5 > -target), too high for eps_c (log pi = -10)
+    logp = {"z": torch.full((8,), 5.0), "y": torch.full((8,), 1.0), "eps_c": torch.full((8,), -10.0)}
+    before = {h: v.item() for h, v in pi.log_alpha.items()}
+    loss = sum(temperature_loss(pi.log_alpha[h], logp[h], cfg.target(h)) for h in cfg.heads)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert pi.log_alpha["z"].item() > before["z"]  # z: raise alpha to push entropy up
+    assert pi.log_alpha["eps_c"].item() < before["eps_c"]  # eps_c: lower alpha
+    assert pi.log_alpha["y"].item() == pytest.approx(before["y"] - 0.1 * 0.0)  # log pi == -target: no change
+    assert cfg.target("z") == -2.0 and HighLevelConfig(obs_dim=1, action_dim=6, embed_dim=8).target("eps_c") == -8
+    assert math.isclose(pi.alphas()["z"].item(), math.exp(pi.log_alpha["z"].item()), rel_tol=1e-6)

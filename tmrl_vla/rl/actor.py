@@ -1,0 +1,127 @@
+"""``HighLevelPolicy``: the small SAC actor that steers a frozen CSP policy once per action chunk.
+
+Three tanh-Gaussian heads, each in [-1, 1] (TMRL paper, section 3):
+
+* ``z``: the flow's initial-noise latent (action dimension), repeated over the chunk as in DSRL;
+* ``y``: one scalar, ``sigma = (y + 1) / 2``;
+* ``eps_c``: the context noise (the VLA's embedding width), tiled over the context tokens.
+
+Any head can be switched off; DSRL is ``heads=("z",)`` on the plain BC policy. Log-probabilities are
+tanh-corrected and summed within each head and kept per head, because each head has its own
+temperature tuned towards its own target entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEADS = ("z", "y", "eps_c")
+
+
+@dataclass(frozen=True)
+class HighLevelConfig:
+    obs_dim: int
+    action_dim: int  # width of z
+    embed_dim: int  # width of eps_c
+    heads: tuple[str, ...] = HEADS
+    hidden: int = 256
+    num_layers: int = 2
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    # Target entropy per head; missing heads default to -dim(head) (the SAC heuristic). -dim for
+    # eps_c (e.g. -960 for a real VLA) may be far too low to keep exploring: set it explicitly.
+    target_entropy: dict[str, float] = field(default_factory=dict)
+    init_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.heads) - set(HEADS)
+        if not self.heads or unknown:
+            raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError("log_std_min must be < log_std_max")
+        extra = set(self.target_entropy) - set(self.heads)
+        if extra:
+            raise ValueError(f"target_entropy names heads that are off: {sorted(extra)}")
+
+    def head_dim(self, head: str) -> int:
+        return {"z": self.action_dim, "y": 1, "eps_c": self.embed_dim}[head]
+
+    def target(self, head: str) -> float:
+        return float(self.target_entropy.get(head, -self.head_dim(head)))
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.Mish())
+    return nn.Sequential(*layers)
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log density of ``tanh(u)`` for ``u ~ N(mean, exp(log_std))``, summed over the last dim.
+
+    log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), the stable form.
+    """
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (gauss - log_det).sum(-1)
+
+
+class HighLevelPolicy(nn.Module):
+    def __init__(self, config: HighLevelConfig) -> None:
+        super().__init__()
+        self.config = config
+        sizes = [config.obs_dim] + [config.hidden] * config.num_layers
+        self.trunk = mlp(sizes) if config.num_layers else nn.Identity()
+        self.trunk_act = nn.Mish()
+        width = sizes[-1]
+        self.heads = nn.ModuleDict({h: nn.Linear(width, 2 * config.head_dim(h)) for h in config.heads})
+        # One temperature per head, kept as log alpha (SAC, Haarnoja et al. 2018b).
+        self.log_alpha = nn.ParameterDict(
+            {h: nn.Parameter(torch.tensor(math.log(config.init_temperature))) for h in config.heads}
+        )
+
+    def distribution(self, obs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per head: (mean, log_std), log_std squashed into [log_std_min, log_std_max]."""
+        if obs.shape[-1] != self.config.obs_dim:
+            raise ValueError(f"observation features must have width {self.config.obs_dim}, got {obs.shape[-1]}")
+        h = self.trunk_act(self.trunk(obs)) if self.config.num_layers else obs
+        out = {}
+        lo, hi = self.config.log_std_min, self.config.log_std_max
+        for name, layer in self.heads.items():
+            mean, raw = layer(h).chunk(2, dim=-1)
+            out[name] = (mean, lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0))
+        return out
+
+    def sample(
+        self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Actions in [-1, 1] per head (b, dim) and their log-probs per head (b,) (reparameterised)."""
+        actions, log_probs = {}, {}
+        for name, (mean, log_std) in self.distribution(obs).items():
+            if deterministic:
+                u = mean
+            else:
+                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                u = mean + log_std.exp() * eps
+            actions[name] = torch.tanh(u)
+            log_probs[name] = tanh_gaussian_log_prob(u, mean, log_std)
+        return actions, log_probs
+
+    def alphas(self) -> dict[str, torch.Tensor]:
+        return {h: v.exp() for h, v in self.log_alpha.items()}
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunk.parameters()) + list(self.heads.parameters())
+
+
+def sigma_from_y(y: torch.Tensor) -> torch.Tensor:
+    """The y head's (b, 1) output in [-1, 1] -> sigma (b,) in [0, 1]."""
+    return ((y.squeeze(-1) + 1.0) / 2.0).clamp(0.0, 1.0)

@@ -1,0 +1,125 @@
+"""``CriticEnsemble``: N Q-networks (Linear-LayerNorm-Mish) evaluated as one batched computation.
+
+The N critics' weights are stacked, so every layer is one batched matmul over (N, B, width) instead
+of N small ones: with the small networks TMRL uses (hidden 256-1024, N = 5-10) and 20 critic
+updates per decision, the per-critic Python loop and kernel launches dominate otherwise
+(``eval/bench_critic.py`` measures the difference).
+
+Input: observation features, z, a sinusoidal embedding of sigma, and eps_c passed through a small
+learned projection. Why a projection for eps_c: it is as wide as the VLA's embedding (960 for SmolVLA
+base) and would otherwise swamp the ~100 observation and action features in the first layer; one
+linear map to ``eps_c_proj`` features (64 by default) keeps the input balanced and is shared by all
+critics. Heads that are off (DSRL: only z) contribute nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    obs_dim: int
+    action_dim: int
+    embed_dim: int
+    heads: tuple[str, ...] = ("z", "y", "eps_c")
+    num_critics: int = 5
+    hidden: int = 256
+    num_layers: int = 2
+    sigma_features: int = 16  # sinusoidal features of sigma
+    eps_c_proj: int = 64  # 0 feeds eps_c raw
+
+    def __post_init__(self) -> None:
+        if self.num_critics < 1 or self.num_layers < 1:
+            raise ValueError("num_critics and num_layers must be >= 1")
+
+    @property
+    def input_dim(self) -> int:
+        d = self.obs_dim
+        if "z" in self.heads:
+            d += self.action_dim
+        if "y" in self.heads:
+            d += self.sigma_features
+        if "eps_c" in self.heads:
+            d += self.eps_c_proj or self.embed_dim
+        return d
+
+
+def sinusoidal(sigma: torch.Tensor, dim: int) -> torch.Tensor:
+    """(b,) in [0, 1] -> (b, dim) sin/cos features at periods from 1/100 to 4."""
+    periods = torch.logspace(math.log10(1e-2), math.log10(4.0), dim // 2, device=sigma.device)
+    angles = 2 * math.pi * sigma[:, None] / periods[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class CriticEnsemble(nn.Module):
+    def __init__(self, config: CriticConfig) -> None:
+        super().__init__()
+        self.config = config
+        n = config.num_critics
+        sizes = [config.input_dim] + [config.hidden] * config.num_layers + [1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.ln_gain = nn.ParameterList()
+        self.ln_bias = nn.ParameterList()
+        for i in range(len(sizes) - 1):
+            w = torch.empty(n, sizes[i], sizes[i + 1])
+            for k in range(n):  # each critic initialised like an nn.Linear of its own
+                nn.init.kaiming_uniform_(w[k].T, a=math.sqrt(5))
+            bound = 1 / math.sqrt(sizes[i])
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, sizes[i + 1]).uniform_(-bound, bound)))
+            if i < len(sizes) - 2:
+                self.ln_gain.append(nn.Parameter(torch.ones(n, 1, sizes[i + 1])))
+                self.ln_bias.append(nn.Parameter(torch.zeros(n, 1, sizes[i + 1])))
+        self.eps_c_proj = (
+            nn.Linear(config.embed_dim, config.eps_c_proj) if "eps_c" in config.heads and config.eps_c_proj else None
+        )
+
+    def features(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate the critic input (b, input_dim) from observation features and head actions."""
+        parts = [obs]
+        if "z" in self.config.heads:
+            parts.append(actions["z"])
+        if "y" in self.config.heads:
+            sigma = (actions["y"].squeeze(-1) + 1.0) / 2.0
+            parts.append(sinusoidal(sigma, self.config.sigma_features))
+        if "eps_c" in self.config.heads:
+            eps = actions["eps_c"]
+            parts.append(self.eps_c_proj(eps) if self.eps_c_proj is not None else eps)
+        x = torch.cat(parts, dim=-1)
+        if x.shape[-1] != self.config.input_dim:
+            raise ValueError(f"critic input has width {x.shape[-1]}, expected {self.config.input_dim}")
+        return x
+
+    def forward(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Q-values of every critic, (N, b), in one batched pass."""
+        x = self.features(obs, actions)  # (b, d)
+        h = x.unsqueeze(0).expand(self.config.num_critics, -1, -1)  # (N, b, d)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)  # (N, b, out)
+            if i < last:
+                h = F.layer_norm(h, h.shape[-1:]) * self.ln_gain[i] + self.ln_bias[i]
+                h = F.mish(h)
+        return h.squeeze(-1)
+
+    def forward_looped(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same function, one critic at a time (reference for tests and the benchmark)."""
+        x = self.features(obs, actions)
+        outs = []
+        last = len(self.weights) - 1
+        for k in range(self.config.num_critics):
+            h = x
+            for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+                h = h @ w[k] + b[k]
+                if i < last:
+                    h = F.layer_norm(h, h.shape[-1:]) * self.ln_gain[i][k] + self.ln_bias[i][k]
+                    h = F.mish(h)
+            outs.append(h.squeeze(-1))
+        return torch.stack(outs)

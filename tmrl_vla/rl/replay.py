@@ -1,0 +1,102 @@
+"""Chunk-level replay: preallocated tensors of features (never raw images), saved atomically.
+
+One row per decision: observation features, the head actions taken, the reward summed over the
+executed steps, ``done`` (success only) and the *true* next observation features, also at a
+time-out (the reference code stored the next episode's reset observation there; we do not).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, obs_dim: int, head_dims: dict[str, int]) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.actions = {h: torch.zeros(capacity, d) for h, d in head_dims.items()}
+        self.reward = torch.zeros(capacity)
+        self.done = torch.zeros(capacity)
+        self.size = 0
+        self.ptr = 0
+        self.total_added = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: dict[str, torch.Tensor],
+        reward: torch.Tensor,
+        done: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        """Add a batch of b transitions (wrapping around when full)."""
+        b = obs.shape[0]
+        if set(actions) != set(self.actions):
+            raise ValueError(f"actions must have heads {sorted(self.actions)}, got {sorted(actions)}")
+        idx = (self.ptr + torch.arange(b)) % self.capacity
+        self.obs[idx] = obs.detach().cpu().float()
+        self.next_obs[idx] = next_obs.detach().cpu().float()
+        for h, a in actions.items():
+            self.actions[h][idx] = a.detach().cpu().float()
+        self.reward[idx] = reward.detach().cpu().float()
+        self.done[idx] = done.detach().cpu().float()
+        self.ptr = int((self.ptr + b) % self.capacity)
+        self.size = min(self.size + b, self.capacity)
+        self.total_added += b
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return {
+            "obs": self.obs[idx],
+            "next_obs": self.next_obs[idx],
+            "reward": self.reward[idx],
+            "done": self.done[idx],
+            **{f"action/{h}": a[idx] for h, a in self.actions.items()},
+        }
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {
+            "capacity": self.capacity,
+            "obs": self.obs[:n].clone() if n < self.capacity else self.obs.clone(),
+            "next_obs": self.next_obs[:n].clone() if n < self.capacity else self.next_obs.clone(),
+            "actions": {h: (a[:n] if n < self.capacity else a).clone() for h, a in self.actions.items()},
+            "reward": self.reward[:n].clone() if n < self.capacity else self.reward.clone(),
+            "done": self.done[:n].clone() if n < self.capacity else self.done.clone(),
+            "size": self.size,
+            "ptr": self.ptr,
+            "total_added": self.total_added,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity or set(state["actions"]) != set(self.actions):
+            raise ValueError("replay state does not match this buffer's capacity or heads")
+        n = state["obs"].shape[0]
+        self.obs[:n] = state["obs"]
+        self.next_obs[:n] = state["next_obs"]
+        for h in self.actions:
+            self.actions[h][:n] = state["actions"][h]
+        self.reward[:n] = state["reward"]
+        self.done[:n] = state["done"]
+        self.size, self.ptr, self.total_added = state["size"], state["ptr"], state["total_added"]
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-write leaves the previous file intact."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, weights_only=True))

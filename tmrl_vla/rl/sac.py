@@ -1,0 +1,54 @@
+"""SAC's maths as small pure functions (Haarnoja et al. 2018; TMRL paper, section 3).
+
+Decisions are action chunks: gamma is per decision and the reward is summed over the executed
+steps. ``done`` is 1 only on success; time-outs bootstrap. Whether the entropy bonus enters the
+backup is a choice (``entropy_backup``): the reference TMRL code computes it and then drops it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def td_target(
+    reward: torch.Tensor,
+    done: torch.Tensor,
+    next_q: torch.Tensor,
+    gamma: float,
+    *,
+    next_log_prob: torch.Tensor | None = None,
+    alpha: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """r + (1 - done) * gamma * (min over the target ensemble - alpha * log pi), shape (b,).
+
+    next_q: (N, b) from the target critics at (s', a' ~ pi(s')). Pass ``next_log_prob`` (b,) to put
+    the entropy bonus in the backup; leave it None to back up the plain min-Q.
+    """
+    soft = next_q.min(dim=0).values
+    if next_log_prob is not None:
+        soft = soft - alpha * next_log_prob
+    return reward + (1.0 - done.float()) * gamma * soft
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over critics of the squared TD error; q (N, b), target (b,) (no gradient through it)."""
+    return ((q - target.detach()[None, :]) ** 2).mean(dim=1).sum() / q.shape[0]
+
+
+def actor_loss(q: torch.Tensor, log_probs: dict[str, torch.Tensor], alphas: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E[sum_h alpha_h log pi_h - mean_N Q]; temperatures are constants here."""
+    entropy_cost = sum(alphas[h].detach() * lp for h, lp in log_probs.items())
+    return (entropy_cost - q.mean(dim=0)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """Moves alpha up when the head's entropy (-log pi) is below its target, down when above."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau online, parameter by parameter."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, tau)
