@@ -38,7 +38,7 @@ def test_heads_shapes_and_ranges():
     assert {k: v.shape for k, v in actions.items()} == {"z": (5, 6), "y": (5, 1), "eps_c": (5, 12)}
     assert all(v.abs().max() <= 1 for v in actions.values())
     assert set(logp) == {"z", "y", "eps_c"} and all(v.shape == (5,) for v in logp.values())
-    for mean, log_std in pi.distribution(torch.randn(5, 10)).values():
+    for _mean, log_std in pi.distribution(torch.randn(5, 10)).values():
         assert log_std.min() >= -5 and log_std.max() <= 2
     assert sigma_from_y(actions["y"]).min() >= 0 and sigma_from_y(actions["y"]).max() <= 1
     with pytest.raises(ValueError, match="width"):
