@@ -164,3 +164,21 @@ def test_save_load_round_trip_and_wrong_base(fresh, tmp_path):
         next(other.parameters()).add_(1.0)
     with pytest.raises(ValueError, match="trained on base"):
         CSPPolicy.from_pretrained(tmp_path, base=other)
+
+
+def test_prefix_computed_once_is_reused_for_sampling(fresh):
+    policy, batch, noise = fresh
+    csp = calibrated(policy, batch)
+    calls = {"n": 0}
+    vision = csp.flow_model.vlm_with_expert.vlm.model.vision_model
+    handle = vision.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    ctx = torch.randn(3, csp.embed_width, generator=torch.Generator().manual_seed(9))
+    expected = sample(csp, batch, noise, sigma=0.4, context_noise=ctx)
+    calls["n"] = 0
+    cache = csp.encode_prefix(dict(batch))
+    features = csp.prefix_features(cache)
+    got = sample(csp, batch, noise, sigma=0.4, context_noise=ctx, prefix=cache)
+    handle.remove()
+    assert calls["n"] == 1  # the vision encoder ran once for features and sampling together
+    assert torch.equal(got, expected)
+    assert features.shape == (3, 2 * csp.embed_width) and torch.isfinite(features).all()

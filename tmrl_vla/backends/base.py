@@ -58,6 +58,13 @@ class VLABackend(ABC):
     def default_lora_targets(self) -> str:
         """PEFT ``target_modules`` regex, relative to the policy."""
 
+    def prefix_inputs(self, policy: nn.Module, batch: dict) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) of ``embed_prefix`` for a preprocessed batch, as the policy itself would build them.
+
+        Needed to compute the clean prefix once per decision and reuse it (features and sampling).
+        """
+        raise NotImplementedError(f"prefix reuse is not implemented for {self.policy_type} yet")
+
     def action_noise_shape(self, policy: nn.Module, batch_size: int) -> tuple[int, int, int]:
         """Shape of the flow's initial noise: (b, chunk, max_action_dim)."""
         return (batch_size, policy.config.chunk_size, policy.config.max_action_dim)

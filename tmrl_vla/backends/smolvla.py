@@ -35,6 +35,12 @@ class SmolVLABackend(VLABackend):
         state = (pos == state_at) & pad_masks
         return PrefixSegments(image=image, language=language, state=state)
 
+    def prefix_inputs(self, policy: nn.Module, batch: dict) -> tuple[tuple, dict[str, Any]]:
+        # Mirrors SmolVLAPolicy._get_action_chunk: prepare_images, prepare_state, the tokenised task.
+        images, img_masks = policy.prepare_images(batch)
+        args = (images, img_masks, batch["observation.language.tokens"], batch["observation.language.attention_mask"])
+        return args, {"state": policy.prepare_state(batch)}
+
     def time_layer(self, flow_model: nn.Module) -> nn.Module:
         return flow_model.action_time_mlp_in
 

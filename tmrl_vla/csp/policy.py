@@ -57,6 +57,24 @@ class SigmaEmbedding(nn.Module):
 
 
 @dataclass
+class PrefixCache:
+    """A clean prefix computed once per decision: reused for the RL features and for sampling."""
+
+    args: tuple
+    kwargs: dict
+    outputs: tuple  # (embs, pad_masks, att_masks) of the clean, un-noised prefix
+
+    def pooled(self, segments) -> torch.Tensor:
+        """(b, 2D): mean image token and mean language token, padding excluded."""
+        embs = self.outputs[0].float()
+        parts = []
+        for mask in (segments.image, segments.language):
+            m = mask[..., None].float()
+            parts.append((embs * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return torch.cat(parts, dim=-1)
+
+
+@dataclass
 class _Conditioning:
     sigma: torch.Tensor  # (b,)
     context_noise: torch.Tensor | None  # (b, D) tiled, (b, n, D) per token, or None (sampled)
@@ -118,6 +136,7 @@ class CSPPolicy(nn.Module):
         self._call: _Conditioning | None = None
         self._smoothing = True
         self._scale_recorder: dict[str, list[torch.Tensor]] | None = None
+        self._prefix_cache: PrefixCache | None = None
         self._handles: list = []
         self._install_hooks()
 
@@ -219,7 +238,10 @@ class CSPPolicy(nn.Module):
         original = getattr(flow, method)
 
         def embed_prefix_with_noise(*args, **kwargs):
-            outputs = original(*args, **kwargs)
+            cache = self._prefix_cache
+            outputs = cache.outputs if cache is not None else original(*args, **kwargs)
+            if cache is not None:
+                args, kwargs = cache.args, cache.kwargs
             return self._noise_prefix(flow, args, kwargs, outputs)
 
         setattr(flow, method, embed_prefix_with_noise)  # instance attribute: shadows the class method
@@ -340,6 +362,18 @@ class CSPPolicy(nn.Module):
                 return int(batch[key].shape[0])
         raise KeyError("cannot tell the batch size: the batch has neither observation.state nor language tokens")
 
+    @torch.no_grad()
+    def encode_prefix(self, batch: dict) -> PrefixCache:
+        """The clean prefix of a preprocessed batch (the vision encoder runs here, once per decision)."""
+        args, kwargs = self.backend.prefix_inputs(self.base_policy, batch)
+        flow = self.flow_model
+        original = type(flow).__dict__[self.backend.prefix_method].__get__(flow)  # the class's own method
+        return PrefixCache(args=args, kwargs=kwargs, outputs=original(*args, **kwargs))
+
+    def prefix_features(self, cache: PrefixCache) -> torch.Tensor:
+        """Pooled clean-prefix features (b, 2D) for the RL agent's observation."""
+        return cache.pooled(self.backend.segments(self.flow_model, cache.args, cache.kwargs, cache.outputs))
+
     def predict_action_chunk(
         self,
         batch: dict,
@@ -347,15 +381,22 @@ class CSPPolicy(nn.Module):
         sigma: torch.Tensor | float,
         context_noise: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        prefix: PrefixCache | None = None,
     ) -> torch.Tensor:
         """LeRobot's ``predict_action_chunk`` at per-sample ``sigma`` (b,) (a float applies to all).
 
         ``context_noise``: None samples it (per the config's mode); a (b, D) tensor is one vector
         per sample tiled over all context tokens (what TMRL feeds); (b, n, D) is per token.
         ``noise``: the flow's initial noise (b, chunk, max_action_dim), as in LeRobot.
+        ``prefix``: a clean prefix from :meth:`encode_prefix` of the same batch, reused instead of
+        running the vision encoder again.
         """
-        with self.conditioned(sigma, self._batch_size(batch), context_noise):
-            return self.base_policy.predict_action_chunk(batch, noise=noise)
+        previous, self._prefix_cache = self._prefix_cache, prefix
+        try:
+            with self.conditioned(sigma, self._batch_size(batch), context_noise):
+                return self.base_policy.predict_action_chunk(batch, noise=noise)
+        finally:
+            self._prefix_cache = previous
 
     def forward(self, batch: dict, *, sigma: torch.Tensor, context_noise: torch.Tensor | None = None, **kwargs):
         """The policy's own training loss at per-sample ``sigma``; returns LeRobot's (loss, info)."""

@@ -1,0 +1,69 @@
+"""One high-level decision: encode the clean prefix once, pick (z, sigma, eps_c), sample a chunk.
+
+Per decision (TMRL paper, section 3; design: "the vision encoder runs once per decision"):
+
+1. the frozen CSP policy embeds the clean prefix (images and language) once;
+2. the RL observation is the pooled clean prefix (mean image token, mean language token) plus the
+   normalised proprioception;
+3. the high-level policy picks z (repeated over the chunk as the flow's initial noise, as DSRL does),
+   sigma = (y + 1) / 2 and eps_c (one D-vector tiled over the context tokens);
+4. the CSP policy samples the chunk from z under the prefix noised at sigma, *reusing* the prefix
+   from step 1.
+
+DSRL is the same call with only the z head: sigma is 0 and no context noise is drawn, so the CSP
+wrapper returns exactly the wrapped policy's output (a plain BC policy wrapped without training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.rl.actor import HighLevelPolicy, sigma_from_y
+
+
+@dataclass(frozen=True)
+class Decision:
+    chunk: torch.Tensor  # (b, chunk, action_dim), in the policy's normalised action space
+    actions: dict[str, torch.Tensor]  # head outputs in [-1, 1]
+    log_probs: dict[str, torch.Tensor]
+    features: torch.Tensor  # (b, obs_dim): the RL observation
+    sigma: torch.Tensor  # (b,)
+
+
+def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale: float) -> torch.Tensor:
+    """(b, A) in [-1, 1] -> the flow's initial noise (b, chunk, max_action_dim): z * scale on the first A
+    dimensions of every step of the chunk; the padded dimensions (cut from the output) get zeros."""
+    b, a = z.shape
+    noise = torch.zeros(b, chunk_size, max_action_dim, dtype=z.dtype, device=z.device)
+    noise[:, :, :a] = scale * z[:, None, :]
+    return noise
+
+
+def observation_features(csp: CSPPolicy, cache, batch: dict) -> torch.Tensor:
+    """(b, 2D + S): pooled clean prefix and the (normalised) state of a preprocessed batch."""
+    return torch.cat([csp.prefix_features(cache), batch["observation.state"].float()], dim=-1)
+
+
+@torch.no_grad()
+def decide(
+    csp: CSPPolicy,
+    actor: HighLevelPolicy,
+    batch: dict,
+    *,
+    z_scale: float = 1.0,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Decision:
+    cache = csp.encode_prefix(batch)
+    features = observation_features(csp, cache, batch)
+    actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator)
+    b = features.shape[0]
+    config = csp.base_policy.config
+    noise = latent_to_noise(actions["z"], config.chunk_size, config.max_action_dim, z_scale)
+    sigma = sigma_from_y(actions["y"]) if "y" in actions else torch.zeros(b)
+    context_noise = actions.get("eps_c")
+    chunk = csp.predict_action_chunk(batch, sigma=sigma, context_noise=context_noise, noise=noise, prefix=cache)
+    return Decision(chunk=chunk, actions=actions, log_probs=log_probs, features=features, sigma=sigma)
