@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 
 import torch
+from benchlib import interleaved_medians
 
 from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.sac import critic_loss
@@ -52,17 +51,7 @@ def main() -> None:
         "batched": lambda: step(batched, opt_b, lambda m: m.forward),
         "looped": lambda: step(looped, opt_l, lambda m: m.forward_looped),
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in med.items():
-        print(f"{k:<8} median {v * 1000:.2f} ms per update")
+    med = interleaved_medians(runs, args.repeats, grad=True)
     print(
         json.dumps(
             {

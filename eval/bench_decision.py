@@ -12,12 +12,10 @@ the ratio against plain PEFT LoRA sampling (the LoRA's own cost removed).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import statistics
-import time
 
 import torch
+from benchlib import csp_and_plain_lora, interleaved_medians, tiny_policy_and_batch
 
 
 def main() -> None:
@@ -28,60 +26,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lerobot.policies.factory import make_pre_post_processors
-    from peft import LoraConfig, get_peft_model
-
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.decision import decide
 
-    torch.manual_seed(0)
-    bare = make_tiny_smolvla().eval()
-    stats = {k: {"mean": torch.zeros(6), "std": torch.ones(6)} for k in ("observation.state", "action")}
-    pre, _ = make_pre_post_processors(bare.config, dataset_stats=stats)
-    b = args.batch
-    batch = pre(
-        {
-            "observation.images.front": torch.rand(b, 3, 64, 64),
-            "observation.state": torch.randn(b, 6),
-            "action": torch.randn(b, 10, 6),
-            "task": ["pick up the cube"] * b,
-        }
-    )
-    csp = CSPPolicy.from_base(copy.deepcopy(bare))
-    csp.calibrate_segment_scales([batch])
-    csp.eval()
-    lora = get_peft_model(
-        copy.deepcopy(bare), LoraConfig(r=csp.config.lora_r, target_modules=csp.backend.default_lora_targets())
-    )
-    lora_policy = lora.get_base_model().eval()
+    policy, batch = tiny_policy_and_batch(args.batch)
+    csp, lora_policy = csp_and_plain_lora(policy, batch)
     actor = HighLevelPolicy(HighLevelConfig(obs_dim=2 * csp.embed_width + 6, action_dim=6, embed_dim=csp.embed_width))
-    noise = torch.randn(b, 10, 32)
-    runs = {
-        "bare": lambda: bare.predict_action_chunk(dict(batch), noise=noise),
-        "lora": lambda: lora_policy.predict_action_chunk(dict(batch), noise=noise),
-        "decision": lambda: decide(csp, actor, dict(batch)),
-    }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.no_grad():
-        for fn in runs.values():
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in med.items():
-        print(f"{k:<9} median {v * 1000:.2f} ms")
+    noise = torch.randn(args.batch, 10, 32)
+    med = interleaved_medians(
+        {
+            "bare": lambda: policy.predict_action_chunk(dict(batch), noise=noise),
+            "lora": lambda: lora_policy.predict_action_chunk(dict(batch), noise=noise),
+            "decision": lambda: decide(csp, actor, dict(batch)),
+        },
+        args.repeats,
+    )
     print(
         json.dumps(
             {
                 "decision_latency_ratio": round(med["decision"] / med["bare"], 4),
                 "decision_vs_lora_ratio": round(med["decision"] / med["lora"], 4),
                 "repeats": args.repeats,
-                "batch": b,
+                "batch": args.batch,
             }
         )
     )

@@ -16,7 +16,6 @@ Checkpoints (model, optimiser, scheduler, step, RNG) go to ``<out>/train_state.p
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tmrl_vla.data.memory import InMemoryDemos
+from tmrl_vla.schedules import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,6 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return padded.gather(2, rows).gather(3, cols)
 
 
-def lr_lambda(config: BCConfig):
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
-
-    return f
-
-
 def train_bc(
     config: BCConfig,
     *,
@@ -118,7 +107,8 @@ def train_bc(
     preprocessor, postprocessor = make_pre_post_processors(policy.config, dataset_stats=demos.stats)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    schedule = warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     generator = torch.Generator().manual_seed(config.seed)
 
     state_path = out_dir / "train_state.pt"

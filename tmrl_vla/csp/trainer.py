@@ -15,7 +15,6 @@ atomically to ``<out>/train_state.pt`` every ``save_every`` steps; running again
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.schedules import warmup_cosine
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 
@@ -81,16 +81,6 @@ def bucket_losses(per_sample: torch.Tensor, sigma: torch.Tensor) -> dict[str, fl
     return out
 
 
-def _lr_lambda(config: CSPTrainConfig):
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return f
-
-
 def train_csp(
     config: CSPTrainConfig,
     *,
@@ -141,7 +131,7 @@ def train_csp(
         log(f"[csp] token RMS per segment: {json.dumps({k: round(v, 2) for k, v in scales.items()})}")
 
     optimizer = torch.optim.AdamW(csp.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
     generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
     state_path = out_dir / "train_state.pt"
     step = 0

@@ -1,0 +1,63 @@
+"""Shared pieces of the benchmarks: the embedded default's tiny policy and interleaved timing."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def tiny_policy_and_batch(batch_size: int):
+    """A random tiny SmolVLA (latency does not depend on the weights) and one preprocessed batch."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
+
+    torch.manual_seed(0)
+    policy = make_tiny_smolvla().eval()
+    stats = {k: {"mean": torch.zeros(6), "std": torch.ones(6)} for k in ("observation.state", "action")}
+    pre, _ = make_pre_post_processors(policy.config, dataset_stats=stats)
+    batch = pre(
+        {
+            "observation.images.front": torch.rand(batch_size, 3, 64, 64),
+            "observation.state": torch.randn(batch_size, 6),
+            "action": torch.randn(batch_size, 10, 6),
+            "task": ["pick up the cube"] * batch_size,
+        }
+    )
+    return policy, batch
+
+
+def csp_and_plain_lora(policy, batch):
+    """The CSP wrapper of a copy of ``policy`` and, for reference, the same LoRA under plain PEFT."""
+    from peft import LoraConfig, get_peft_model
+
+    from tmrl_vla.csp.policy import CSPPolicy
+
+    csp = CSPPolicy.from_base(copy.deepcopy(policy))
+    csp.calibrate_segment_scales([batch])
+    csp.eval()
+    lora = get_peft_model(
+        copy.deepcopy(policy), LoraConfig(r=csp.config.lora_r, target_modules=csp.backend.default_lora_targets())
+    )
+    return csp, lora.get_base_model().eval()
+
+
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int, *, grad: bool = False) -> dict[str, float]:
+    """Median seconds of each run, timed in turn within every repeat so load drifts hit all alike."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.set_grad_enabled(grad):
+        for fn in runs.values():  # warm-up
+            fn()
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in medians.items():
+        print(f"{name:<10} median {t * 1000:.2f} ms")
+    return medians
