@@ -40,6 +40,13 @@ class BatchedEnv:
         self.success[:] = False
         return self._stack()
 
+    def reset_one(self, index: int, seed: int) -> dict[str, np.ndarray]:
+        """Start a new episode in one env only (RL collection keeps the others running)."""
+        self._last[index] = self.envs[index].reset(seed=int(seed))[0]
+        self.done[index] = False
+        self.success[index] = False
+        return self._stack()
+
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Step every unfinished env. Returns stacked obs, rewards (n,) and the done mask (n,)."""
         actions = np.asarray(actions)

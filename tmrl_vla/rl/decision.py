@@ -31,6 +31,7 @@ class Decision:
     log_probs: dict[str, torch.Tensor]
     features: torch.Tensor  # (b, obs_dim): the RL observation
     sigma: torch.Tensor  # (b,)
+    prefix: object = None  # the clean PrefixCache the chunk was sampled from
 
 
 def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale: float) -> torch.Tensor:
@@ -47,6 +48,14 @@ def observation_features(csp: CSPPolicy, cache, batch: dict) -> torch.Tensor:
     return torch.cat([csp.prefix_features(cache), batch["observation.state"].float()], dim=-1)
 
 
+def random_heads(actor: HighLevelPolicy, batch_size: int, generator: torch.Generator | None = None):
+    """Uniform actions in [-1, 1] for every head (warm-up decisions); log-probs are not defined."""
+    actions = {
+        h: torch.rand(batch_size, actor.config.head_dim(h), generator=generator) * 2 - 1 for h in actor.config.heads
+    }
+    return actions, {}
+
+
 @torch.no_grad()
 def decide(
     csp: CSPPolicy,
@@ -55,15 +64,24 @@ def decide(
     *,
     z_scale: float = 1.0,
     deterministic: bool = False,
+    uniform: bool = False,
     generator: torch.Generator | None = None,
+    encoded: tuple | None = None,
 ) -> Decision:
-    cache = csp.encode_prefix(batch)
-    features = observation_features(csp, cache, batch)
-    actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator)
+    """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
+    transition's next observation; ``uniform``: warm-up decision with uniform random heads."""
+    cache, features = encoded if encoded is not None else (None, None)
+    if cache is None:
+        cache = csp.encode_prefix(batch)
+        features = observation_features(csp, cache, batch)
     b = features.shape[0]
+    if uniform:
+        actions, log_probs = random_heads(actor, b, generator)
+    else:
+        actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator)
     config = csp.base_policy.config
     noise = latent_to_noise(actions["z"], config.chunk_size, config.max_action_dim, z_scale)
     sigma = sigma_from_y(actions["y"]) if "y" in actions else torch.zeros(b)
     context_noise = actions.get("eps_c")
     chunk = csp.predict_action_chunk(batch, sigma=sigma, context_noise=context_noise, noise=noise, prefix=cache)
-    return Decision(chunk=chunk, actions=actions, log_probs=log_probs, features=features, sigma=sigma)
+    return Decision(chunk=chunk, actions=actions, log_probs=log_probs, features=features, sigma=sigma, prefix=cache)
