@@ -53,3 +53,16 @@ def test_recipe_smoke_builds_assets_then_reuses_them(tmp_path, capsys):
     assert (tmp_path / "cache").joinpath(again["csp_adapter"]).is_dir()
     assert set(written["timings"]["build_seconds_by_stage"]) == {"demos", "base_policy", "base_eval", "csp_adapter"}
     assert again["base_policy"] == summary["base_policy"]
+
+
+def test_plot_handles_perfect_and_zero_rates(tmp_path):
+    from tmrl_vla.finetune import plot_base_eval
+    from tmrl_vla.rollout import wilson_interval
+
+    results = {
+        "in_distribution": {"success_rate": 1.0, "ci95": list(wilson_interval(50, 50)), "episodes": 50},
+        "shifted": {"success_rate": 0.0, "ci95": list(wilson_interval(0, 50)), "episodes": 50},
+        "rounded": {"success_rate": 1.0, "ci95": [0.93, 0.9999999999999999], "episodes": 50},
+    }
+    plot_base_eval(results, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000

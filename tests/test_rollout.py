@@ -56,3 +56,4 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(40, 50)
     assert abs(lo - 0.670) < 0.005 and abs(hi - 0.888) < 0.005
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(0, 50)[0] == 0.0

@@ -98,8 +98,10 @@ def plot_base_eval(results: dict, path: Path) -> None:
 
     names = list(results)
     rates = [results[n]["success_rate"] for n in names]
-    lows = [r - results[n]["ci95"][0] for n, r in zip(names, rates, strict=True)]
-    highs = [results[n]["ci95"][1] - r for n, r in zip(names, rates, strict=True)]
+    # Error bars are distances from the rate; clip at 0 so intervals from older runs, whose bounds
+    # could round to just inside the rate, still plot.
+    lows = [max(0.0, r - results[n]["ci95"][0]) for n, r in zip(names, rates, strict=True)]
+    highs = [max(0.0, results[n]["ci95"][1] - r) for n, r in zip(names, rates, strict=True)]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.bar(
         range(len(names)), rates, yerr=[lows, highs], capsize=4, color=["#4c72b0", "#999999", "#dd8452"][: len(names)]
