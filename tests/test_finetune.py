@@ -45,7 +45,7 @@ def test_recipe_smoke_builds_assets_then_reuses_them(tmp_path, capsys):
     }
     for result in written["base_policy_eval"].values():
         assert 0.0 <= result["success_rate"] <= 1.0 and result["episodes"] == 2
-    assert "not built yet" in capsys.readouterr().out
+    assert "not wired into this recipe yet" in capsys.readouterr().out
 
     again = train(cfg)
     log = capsys.readouterr().out

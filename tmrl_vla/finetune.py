@@ -85,7 +85,9 @@ def train(cfg: FinetuneConfig) -> dict:
     log(f"CSP adapter:  {assets.csp_dir}  (CSPPolicy.from_pretrained(dir, base=policy))")
     log(f"report:       {out / 'summary.json'}, {out / 'base_policy_success.png'}")
     log("")
-    log("RL fine-tuning (TMRL, with DSRL as the baseline) is not built yet: this run stops after the CSP adapter.")
+    log(
+        "RL fine-tuning (TMRL, with DSRL as the baseline) is not wired into this recipe yet: it stops after the CSP adapter."
+    )
     return summary
 
 
