@@ -86,7 +86,8 @@ def train(cfg: FinetuneConfig) -> dict:
     log(f"report:       {out / 'summary.json'}, {out / 'base_policy_success.png'}")
     log("")
     log(
-        "RL fine-tuning (TMRL, with DSRL as the baseline) is not wired into this recipe yet: it stops after the CSP adapter."
+        "RL fine-tuning (TMRL, with DSRL as the baseline) is not wired into this recipe yet: "
+        "it stops after the CSP adapter."
     )
     return summary
 
