@@ -51,6 +51,7 @@ def test_smoke_then_resume_continues_where_it_stopped(tiny_base_policy, tmp_path
     resumed = trainer(tiny_base_policy, tmp_path, total_decisions=6)
     assert resumed.decision == 4 and len(resumed.replay) == 8 and resumed.collector.next_seed == seed_after
     resumed.train()
+    resumed.close()
     assert resumed.decision == 6 and len(resumed.replay) == 12 and resumed.replay.total_added == 12
 
 

@@ -140,6 +140,10 @@ class TMRLTrainer:
         self._save()
         return {"decisions": self.decision, "episodes": self.collector.episodes_finished}
 
+    def close(self) -> None:
+        """Release the envs' renderers (GL contexts are best freed before interpreter shutdown)."""
+        self.envs.close()
+
     @torch.no_grad()
     def evaluate(self, episodes: int) -> float:
         """Success rate of the deterministic high-level policy on fresh episodes (seeds apart from training)."""
