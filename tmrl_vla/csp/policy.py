@@ -367,7 +367,7 @@ class CSPPolicy(nn.Module):
         """The clean prefix of a preprocessed batch (the vision encoder runs here, once per decision)."""
         args, kwargs = self.backend.prefix_inputs(self.base_policy, batch)
         flow = self.flow_model
-        original = type(flow).__dict__[self.backend.prefix_method].__get__(flow)  # the class's own method
+        original = getattr(type(flow), self.backend.prefix_method).__get__(flow)  # the class method, unwrapped
         return PrefixCache(args=args, kwargs=kwargs, outputs=original(*args, **kwargs))
 
     def prefix_features(self, cache: PrefixCache) -> torch.Tensor:
