@@ -68,3 +68,35 @@ def test_dsrl_is_the_same_loop_with_only_z(tiny_base_policy, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(r["actor/sigma_mean"] == 0.0 for r in rows)
     assert not any(k.endswith(("_y", "_eps_c")) for r in rows for k in r)
+
+
+def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).with_name("tmrl_run.py")
+    cmd = [sys.executable, str(script), str(tiny_base_policy), str(tmp_path), "40"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once a few decisions are on disk
+        time.sleep(0.5)
+        metrics = tmp_path / "metrics.jsonl"
+        if checkpoint.exists() and metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "result.json").exists()  # it really died mid-run
+    killed_at = torch.load(checkpoint, weights_only=False)["decision"]
+    assert 0 < killed_at < 40
+    subprocess.run(cmd[:-1] + ["6" if killed_at < 6 else str(killed_at + 2)], env=env, check=True, timeout=240)
+    result = json.loads((tmp_path / "result.json").read_text())
+    # every decision from 1 to the end contributed exactly num_envs transitions, none lost, none doubled
+    assert result["replay_added"] == result["decisions"] * 2

@@ -1,0 +1,37 @@
+"""Run by test_tmrl_trainer: a small TMRL run on the tiny policy that test kills with SIGKILL and resumes."""
+
+import json
+import sys
+from pathlib import Path
+
+from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
+from tmrl_vla.policies import load_lerobot_policy
+from tmrl_vla.rl.agent import SACConfig
+from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer
+
+base, out, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+policy, pre, post = load_lerobot_policy(base)
+csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+config = TMRLConfig(
+    num_envs=2,
+    total_decisions=total,
+    warmup_decisions=2,
+    eval_every=10**6,
+    save_every=1,
+    hidden=16,
+    num_critics=2,
+    sac=SACConfig(utd=2, batch_size=4),
+)
+trainer = TMRLTrainer(
+    config,
+    csp=csp,
+    preprocessor=pre,
+    postprocessor=post,
+    make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
+    out_dir=out,
+)
+result = trainer.train()
+trainer.close()
+Path(out, "result.json").write_text(json.dumps({**result, "replay_added": trainer.replay.total_added}))
