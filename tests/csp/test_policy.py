@@ -208,3 +208,43 @@ def test_from_pretrained_by_repo_id_from_the_local_hub_cache(fresh, tmp_path, mo
         sample(loaded, batch, noise, sigma=0.6, context_noise=ctx),
         sample(csp, batch, noise, sigma=0.6, context_noise=ctx),
     )
+
+
+def test_card_is_written_and_updated_not_overwritten(fresh, tmp_path):
+    policy, batch, _ = fresh
+    csp = calibrated(policy, batch)
+    csp.save_pretrained(tmp_path)
+    readme = tmp_path / "README.md"
+    text = readme.read_text()
+    assert text.count("<!-- tmrl_vla:csp -->") == 1 and "T = 1000" in text and "smolvla" in text
+    readme.write_text(text + "\nNotes the owner added.\n")
+    csp.save_pretrained(tmp_path, repo_id="someone/adapter")
+    again = readme.read_text()
+    assert again.count("<!-- tmrl_vla:csp -->") == 1  # our section replaced in place
+    assert "Notes the owner added." in again and "someone/adapter" in again
+
+
+def test_push_to_hub_uploads_the_adapter_with_its_card(fresh, monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    policy, batch, _ = fresh
+    csp = calibrated(policy, batch)
+    seen = {}
+
+    def fake_create_repo(self, repo_id, **kw):
+        seen["repo"] = repo_id
+        return SimpleNamespace(repo_id=repo_id)
+
+    def fake_upload_folder(self, *, repo_id, folder_path, commit_message):
+        seen["files"] = sorted(p.name for p in folder_path.iterdir())
+        seen["card"] = (folder_path / "README.md").read_text()
+        return SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    url = csp.push_to_hub("someone/tiny-csp")
+    assert url.endswith("/commit/1") and seen["repo"] == "someone/tiny-csp"
+    assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json", "README.md"} <= set(seen["files"])
+    assert 'CSPPolicy.from_pretrained("someone/tiny-csp"' in seen["card"]

@@ -196,7 +196,7 @@ class CSPPolicy(nn.Module):
         csp.sigma_embedding.weight.requires_grad_(is_trainable)
         return csp
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:
         """Write a PEFT adapter directory plus ``csp_config.json`` and the sigma embedding.
 
         ``adapter_config.json`` and ``adapter_model.safetensors`` are plain PEFT files: stock PEFT
@@ -221,7 +221,44 @@ class CSPPolicy(nn.Module):
             "versions": library_versions(),
         }
         (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        self._write_card(directory, meta, repo_id=repo_id)
         return directory
+
+    def _write_card(self, directory: Path, meta: dict, *, repo_id: str | None) -> None:
+        from tmrl_vla.hub import render_card, update_card
+
+        c = self.config
+        segments = [s for s in ("image", "language", "state") if getattr(c, f"noise_{s}")]
+        scale = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c.segment_scale.items()))
+        section = render_card(
+            "csp_adapter.md",
+            policy_type=meta["base_model"]["policy_type"],
+            base_model=meta["base_model"]["name_or_path"],
+            weights_hash=meta["base_model"]["weights_hash"],
+            repo_id=repo_id or str(directory),
+            beta_start=c.beta_start,
+            beta_end=c.beta_end,
+            num_timesteps=c.num_timesteps,
+            segments=", ".join(segments),
+            noise_scale=c.noise_scale,
+            segment_scale=f"(token RMS: {scale})" if scale else "",
+            context_noise=c.context_noise,
+            lora_r=c.lora_r,
+            lora_alpha=c.lora_alpha,
+            versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        )
+        update_card(directory / "README.md", section)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None) -> str:
+        """Upload the adapter directory (with its card) to the Hugging Face Hub as one commit."""
+        from tmrl_vla.hub import push_to_hub
+
+        return push_to_hub(
+            lambda folder: self.save_pretrained(folder, repo_id=repo_id),
+            repo_id,
+            private=private,
+            message="Upload CSP adapter",
+        )
 
     @property
     def base_policy(self) -> nn.Module:

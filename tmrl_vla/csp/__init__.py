@@ -1,0 +1,1 @@
+"""Context-smoothed pre-training: config, the CSPPolicy wrapper and its trainer."""

@@ -1,0 +1,46 @@
+"""Model cards and Hub pushes for what tmrl_vla saves (CSP adapters; later, TMRL agents).
+
+Cards are templates in ``hub_cards/`` (shipped as ``tmrl_vla.hub_cards``) filled from the saved
+config. A card is *updated, never overwritten*: our section sits between HTML comment markers, and
+anything else in ``README.md`` (PEFT writes a card of its own) is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+
+def render_card(template: str, **fields) -> str:
+    text = (resources.files("tmrl_vla.hub_cards") / template).read_text()
+    return text.format(**fields)
+
+
+def update_card(readme: Path, section: str) -> None:
+    """Put ``section`` (which starts and ends with its markers) into ``readme``, replacing an older copy."""
+    start, end = section.splitlines()[0], section.strip().splitlines()[-1]
+    text = readme.read_text() if readme.exists() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.strip(), text)
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + section.strip() + "\n"
+    readme.write_text(text)
+
+
+def push_to_hub(
+    save: Callable[[Path], object], repo_id: str, *, private: bool | None = None, message: str = "Upload"
+) -> str:
+    """Save into a temporary folder with ``save(folder)`` and upload it as one commit; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save(folder)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
+    return str(getattr(info, "commit_url", info))
