@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import gymnasium as gym
@@ -92,9 +92,6 @@ class EvalResult:
     def summary(self) -> dict:
         lo, hi = self.ci95
         return {"success_rate": self.success_rate, "ci95": [lo, hi], "episodes": self.n}
-
-    def as_dict(self) -> dict:
-        return {**self.summary(), **asdict(self)}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -18,6 +18,16 @@ def calibrated(policy, batch, **config):
     return csp
 
 
+def train_a_few_steps(csp, batch, steps: int) -> None:
+    """Adam on the CSP loss at random per-sample sigma: moves LoRA and the sigma embedding off zero."""
+    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss, _ = csp.forward(dict(batch), sigma=torch.rand(3))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def test_identical_to_bare_policy_before_training(fresh):
     policy, batch, noise = fresh
     bare = copy.deepcopy(policy)
@@ -66,12 +76,7 @@ def test_trained_adapter_at_sigma_zero_equals_plain_peft_lora(fresh, tmp_path):
     policy, batch, noise = fresh
     pristine = copy.deepcopy(policy)
     csp = calibrated(policy, batch)
-    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
-    for _ in range(3):
-        loss, _ = csp.forward(dict(batch), sigma=torch.rand(3))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_a_few_steps(csp, batch, steps=3)
     assert csp.sigma_embedding.weight.abs().sum() > 0
     csp.peft_model.save_pretrained(tmp_path)
     plain = PeftModel.from_pretrained(pristine, tmp_path)  # stock PEFT, none of our hooks
@@ -139,12 +144,7 @@ def test_save_load_round_trip_and_wrong_base(fresh, tmp_path):
     policy, batch, noise = fresh
     pristine, other = copy.deepcopy(policy), copy.deepcopy(policy)
     csp = calibrated(policy, batch)
-    optimizer = torch.optim.Adam(csp.trainable_parameters(), lr=1e-2)
-    for _ in range(2):
-        loss, _ = csp.forward(dict(batch), sigma=torch.rand(3))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_a_few_steps(csp, batch, steps=2)
     csp.save_pretrained(tmp_path)
     assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json"} <= {
         p.name for p in tmp_path.iterdir()

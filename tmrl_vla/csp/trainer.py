@@ -19,7 +19,6 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -44,7 +43,6 @@ class CSPTrainConfig:
     # Default 2, measured on the embedded default (2000 steps, 20 states x 8 rollouts of the
     # moved-camera task): in-distribution success at sigma = 0 stayed 0.97 (BC 1.00) against 0.90
     # with the uniform draw, for the same coverage gain (Success@8 0.50-0.65 at sigma 0.25-0.5 vs BC 0.20).
-    sigma_distribution: Literal["power"] = "power"
     sigma_power: float = 2.0
     clean_fraction: float = 0.0
     calibration_batches: int = 4

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from tmrl_vla.envs.expert import ExpertConfig, ScriptedExpert
@@ -129,9 +128,3 @@ def load_demos(repo_id: str, root: str | Path, *, chunk_size: int, fps: int = 25
     delta = {"action": [i / fps for i in range(chunk_size)]}
     kwargs.setdefault("video_backend", "pyav")
     return LeRobotDataset(repo_id, root=root, delta_timestamps=delta, **kwargs)
-
-
-def episode_bounds(dataset) -> np.ndarray:
-    """(num_episodes, 2) array of [from, to) frame indices, read from the dataset's metadata."""
-    eps = dataset.meta.episodes
-    return np.stack([np.asarray(eps["dataset_from_index"]), np.asarray(eps["dataset_to_index"])], axis=1)

@@ -20,7 +20,6 @@ real SO-100/SO-101 follower takes them in ``send_action``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -262,10 +261,6 @@ def home_pose(env: PickCubeEnv) -> np.ndarray:
 
     arm = top_down_ik(np.array([0.12, 0.0, 0.16]), yaw=0.0)
     return np.concatenate([arm, [GRIPPER_OPEN]]).astype(np.float64)
-
-
-def replace_config(config: PickCubeConfig, **changes: Any) -> PickCubeConfig:
-    return dataclasses.replace(config, **changes)
 
 
 @ENVS.register("so100_pick_cube")

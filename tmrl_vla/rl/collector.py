@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
-from tmrl_vla.rl.decision import decide, observation_features
+from tmrl_vla.rl.decision import decide, encode
 from tmrl_vla.rollout import obs_to_batch
 
 
@@ -68,10 +68,6 @@ class DecisionCollector:
     def _batch(self, obs: dict[str, np.ndarray]) -> dict:
         return self.preprocessor(obs_to_batch(obs, self.envs.task, self.device))
 
-    def _encode(self, batch: dict) -> tuple:
-        cache = self.csp.encode_prefix(batch)
-        return cache, observation_features(self.csp, cache, batch)
-
     def reset(self) -> None:
         self._obs = self.envs.reset(self._seeds(self.envs.num_envs))
         self._encoded = None
@@ -104,7 +100,7 @@ class DecisionCollector:
         success = self.envs.success.copy()
         ended = self.envs.done.copy()
         next_batch = self._batch(obs)
-        next_cache, next_features = self._encode(next_batch)  # the true next observation, also at time-out
+        next_cache, next_features = encode(self.csp, next_batch)  # the true next observation, also at time-out
 
         transitions = Transitions(
             obs=decision.features,

@@ -48,6 +48,13 @@ def observation_features(csp: CSPPolicy, cache, batch: dict) -> torch.Tensor:
     return torch.cat([csp.prefix_features(cache), batch["observation.state"].float()], dim=-1)
 
 
+@torch.no_grad()
+def encode(csp: CSPPolicy, batch: dict) -> tuple:
+    """(clean prefix cache, RL observation features) of a preprocessed batch: the one vision pass."""
+    cache = csp.encode_prefix(batch)
+    return cache, observation_features(csp, cache, batch)
+
+
 def random_heads(actor: HighLevelPolicy, batch_size: int, generator: torch.Generator | None = None):
     """Uniform actions in [-1, 1] for every head (warm-up decisions); log-probs are not defined."""
     actions = {
@@ -70,10 +77,7 @@ def decide(
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
     transition's next observation; ``uniform``: warm-up decision with uniform random heads."""
-    cache, features = encoded if encoded is not None else (None, None)
-    if cache is None:
-        cache = csp.encode_prefix(batch)
-        features = observation_features(csp, cache, batch)
+    cache, features = encoded if encoded is not None else encode(csp, batch)
     b = features.shape[0]
     if uniform:
         actions, log_probs = random_heads(actor, b, generator)
