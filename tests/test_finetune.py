@@ -5,6 +5,20 @@ from tmrl_vla.bc import BCConfig
 from tmrl_vla.csp.trainer import CSPTrainConfig
 from tmrl_vla.data.demos import DemoConfig
 from tmrl_vla.finetune import FinetuneConfig, parse_args, train
+from tmrl_vla.rl.agent import SACConfig
+from tmrl_vla.rl.trainer import TMRLConfig
+
+TINY_RL = TMRLConfig(
+    num_envs=2,
+    total_decisions=3,
+    warmup_decisions=1,
+    eval_every=3,
+    eval_episodes=2,
+    save_every=2,
+    hidden=16,
+    num_critics=2,
+    sac=SACConfig(utd=1, batch_size=4),
+)
 
 
 def tiny_preset(tmp_path) -> FinetuneConfig:
@@ -15,6 +29,7 @@ def tiny_preset(tmp_path) -> FinetuneConfig:
             eval=EvalConfig(episodes=2, num_envs=2),
             csp=CSPTrainConfig(steps=2, batch_size=4, warmup_steps=1, calibration_batches=1, num_threads=1),
         ),
+        rl=TINY_RL,
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
     )
@@ -29,9 +44,18 @@ def test_overrides_apply_on_top_of_the_preset(tmp_path):
     assert cfg.assets.eval.finetune_shift == "dim_light"
     assert cfg.assets.demos.num_episodes == 2  # untouched fields keep the preset's value
     assert parse_args(preset, []) == preset
+    cfg = parse_args(preset, ["--agent=dsrl", "--rl.sac.utd=3", "--resume=true", "--env.shift=dim_light"])
+    assert cfg.rl.agent == "dsrl" and cfg.rl.sac.utd == 3 and cfg.resume and cfg.env.shift == "dim_light"
+    assert cfg.rl.num_envs == 2
 
 
-def test_recipe_smoke_builds_assets_then_reuses_them(tmp_path, capsys):
+def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):
+    import dataclasses
+
+    import pytest
+
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
     cfg = tiny_preset(tmp_path)
     summary = train(cfg)
     out = tmp_path / "out"
@@ -45,14 +69,45 @@ def test_recipe_smoke_builds_assets_then_reuses_them(tmp_path, capsys):
     }
     for result in written["base_policy_eval"].values():
         assert 0.0 <= result["success_rate"] <= 1.0 and result["episodes"] == 2
-    assert "not wired into this recipe yet" in capsys.readouterr().out
+    assert set(written["timings"]["build_seconds_by_stage"]) == {"demos", "base_policy", "base_eval", "csp_adapter"}
+    assert written["timings"]["rl_seconds"] > 0
 
-    again = train(cfg)
+    run = out / "tmrl"
+    rl = written["rl"]
+    assert rl["decisions"] == 3 and 0.0 <= rl["final_eval_success"] <= 1.0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in rows] == [1, 2, 3] and "eval/success_rate" in rows[-1]
+    assert (run / "learning_curve.png").stat().st_size > 1000
+    assert json.loads((run / "checkpoints" / f"{3:08d}" / "config.json").read_text())["total_decisions"] == 3
+    agent = TMRLAgent.from_pretrained(rl["high_level_policy"])
+    assert agent.csp_adapter == summary["csp_adapter"] and agent.config.heads == ("z", "y", "eps_c")
+    log = capsys.readouterr().out
+    assert "learning_curve.png" in log and "--resume" in log
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg)
+    longer = dataclasses.replace(cfg, resume=True, rl=dataclasses.replace(TINY_RL, total_decisions=5))
+    again = train(longer)
     log = capsys.readouterr().out
     assert log.count("reusing") == 4 and "building" not in log
-    assert (tmp_path / "cache").joinpath(again["csp_adapter"]).is_dir()
-    assert set(written["timings"]["build_seconds_by_stage"]) == {"demos", "base_policy", "base_eval", "csp_adapter"}
+    assert "resumed from" in log and again["rl"]["decisions"] == 5
     assert again["base_policy"] == summary["base_policy"]
+
+    dsrl = train(dataclasses.replace(cfg, rl=dataclasses.replace(TINY_RL, agent="dsrl")))
+    assert TMRLAgent.from_pretrained(dsrl["rl"]["high_level_policy"]).config.heads == ("z",)
+    assert (out / "dsrl" / "metrics.jsonl").exists()
+
+
+def test_recipe_refuses_an_adapter_without_its_policy(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from tmrl_vla.finetune import CSPSource
+
+    cfg = dataclasses.replace(tiny_preset(tmp_path), csp=CSPSource(path="someone/adapter"))
+    with pytest.raises(ValueError, match="--policy.path"):
+        train(cfg)
 
 
 def test_plot_handles_perfect_and_zero_rates(tmp_path):

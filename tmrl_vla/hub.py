@@ -1,4 +1,4 @@
-"""Model cards and Hub pushes for what tmrl_vla saves (CSP adapters; later, TMRL agents).
+"""Model cards and Hub pushes for what tmrl_vla saves (CSP adapters, TMRL high-level policies).
 
 Cards are templates in ``hub_cards/`` (shipped as ``tmrl_vla.hub_cards``) filled from the saved
 config. A card is *updated, never overwritten*: our section sits between HTML comment markers, and
@@ -12,6 +12,28 @@ import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tmrl_vla", "lerobot", "peft", "torch", "transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def resolve_dir(path_or_repo_id: str | Path) -> Path:
+    """A local directory as is; otherwise a Hub repo id, fetched (or read from the local Hub cache)."""
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path_or_repo_id)))
 
 
 def render_card(template: str, **fields) -> str:

@@ -70,33 +70,131 @@ def test_dsrl_is_the_same_loop_with_only_z(tiny_base_policy, tmp_path):
     assert not any(k.endswith(("_y", "_eps_c")) for r in rows for k in r)
 
 
-def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy, tmp_path):
+def run_script(tiny_base_policy, out, total, *, processes=1):
     import os
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).with_name("tmrl_run.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    launcher = [sys.executable]
+    if processes > 1:  # accelerate's `launch --cpu --num_processes 2` silently runs one; torchrun runs two
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    cmd = launcher + [script, str(tiny_base_policy), str(out), str(total)]
+    return cmd, env
+
+
+def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy, tmp_path):
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     import torch
 
-    script = Path(__file__).with_name("tmrl_run.py")
-    cmd = [sys.executable, str(script), str(tiny_base_policy), str(tmp_path), "40"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd, env = run_script(tiny_base_policy, tmp_path, 40)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline:  # kill once a few decisions are on disk
         time.sleep(0.5)
-        metrics = tmp_path / "metrics.jsonl"
-        if checkpoint.exists() and metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+        if len(list(checkpoints.glob("*/complete"))) >= 2:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "result.json").exists()  # it really died mid-run
-    killed_at = torch.load(checkpoint, weights_only=False)["decision"]
+    assert not (tmp_path / "result0.json").exists()  # it really died mid-run
+    latest = sorted(p.parent for p in checkpoints.glob("*/complete"))[-1]
+    killed_at = torch.load(latest / "rank0.pt", weights_only=False)["decision"]
     assert 0 < killed_at < 40
-    subprocess.run(cmd[:-1] + ["6" if killed_at < 6 else str(killed_at + 2)], env=env, check=True, timeout=240)
-    result = json.loads((tmp_path / "result.json").read_text())
+    assert json.loads((latest / "config.json").read_text())["total_decisions"] == 40  # config beside the checkpoint
+    total = killed_at + 2
+    subprocess.run(cmd[:-1] + [str(total)], env=env, check=True, timeout=240)
+    result = json.loads((tmp_path / "result0.json").read_text())
     # every decision from 1 to the end contributed exactly num_envs transitions, none lost, none doubled
-    assert result["replay_added"] == result["decisions"] * 2
+    assert result["decisions"] == total and result["replay_added"] == total * 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in rows] == list(range(1, total + 1))  # rows after the checkpoint were rewritten
+    assert len(list(checkpoints.glob("*/complete"))) == 2  # older checkpoints are pruned
+
+
+def test_two_processes_train_one_policy_on_their_own_envs(tiny_base_policy, tmp_path):
+    import subprocess
+
+    cmd, env = run_script(tiny_base_policy, tmp_path, 5, processes=2)
+    subprocess.run(cmd, env=env, check=True, timeout=300)
+    ranks = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]  # gradients averaged: equal weights
+    assert ranks[0]["weights_abs_sum"] == ranks[1]["weights_abs_sum"]
+    assert ranks[0]["first_obs"] != ranks[1]["first_obs"]  # each rank ran its own episodes
+    assert all(r["replay_added"] == 5 * 2 for r in ranks)  # its own replay shard
+    latest = tmp_path / "checkpoints" / f"{5:08d}"
+    assert json.loads((latest / "complete").read_text())["world_size"] == 2
+    assert (latest / "rank0.pt").exists() and (latest / "rank1.pt").exists()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 5  # rank 0 logs, once per decision
+
+
+def test_nan_loss_stops_with_a_checkpoint_and_no_step(tiny_base_policy, tmp_path):
+    import dataclasses
+
+    import torch
+
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=2, eval_every=100)
+    t.train()
+    before = {k: v.clone() for k, v in t.agent.state_dict().items()}
+    t.replay.reward[: len(t.replay)] = float("nan")
+    t.config = dataclasses.replace(t.config, total_decisions=4)
+    with pytest.raises(RuntimeError, match="not finite") as err:
+        t.train()
+    t.close()
+    saved = list((tmp_path / "checkpoints").glob("nonfinite-*"))
+    assert len(saved) == 1 and str(saved[0]) in str(err.value)
+    after = t.agent.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no optimiser step on the NaN loss
+
+
+def test_env_with_another_action_dimension_is_refused(tiny_base_policy, tmp_path):
+    import gymnasium as gym
+    import numpy as np
+
+    class SevenJoints(gym.Wrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.action_space = gym.spaces.Box(-1, 1, (7,), np.float32)
+
+    from tmrl_vla.policies import load_lerobot_policy
+
+    policy, pre, post = load_lerobot_policy(tiny_base_policy)
+    with pytest.raises(ValueError, match="7 dimensions but the policy outputs 6"):
+        TMRLTrainer(
+            TMRLConfig(num_envs=1, hidden=16, num_critics=2),
+            csp=CSPPolicy.from_base(policy),
+            preprocessor=pre,
+            postprocessor=post,
+            make_env=lambda: SevenJoints(PickCubeEnv(PickCubeConfig(episode_length=6))),
+            out_dir=tmp_path,
+        )
+
+
+def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
+    import torch
+
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    t = trainer(tiny_base_policy, tmp_path / "run", total_decisions=3, eval_every=100)
+    t.train()
+    t.close()
+    saved = TMRLAgent.from_trainer(t, base_policy=str(tiny_base_policy), csp_adapter="some/adapter")
+    directory = saved.save_pretrained(tmp_path / "agent")
+    card = (directory / "README.md").read_text()
+    assert "TMRL high-level policy" in card and "z, y, eps_c" in card
+    loaded = TMRLAgent.from_pretrained(directory, csp=t.collector.csp)
+    features = torch.randn(3, saved.widths["obs_dim"])
+    for head, value in saved.act(features).items():
+        assert torch.equal(value, loaded.act(features)[head])
+    assert loaded.config == t.config and loaded.csp_adapter == "some/adapter"
+
+    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
+
+    other = CSPPolicy.from_base(make_tiny_smolvla())
+    with pytest.raises(ValueError, match="trained on base policy"):
+        TMRLAgent.from_pretrained(directory, csp=other)

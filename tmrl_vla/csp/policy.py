@@ -29,6 +29,7 @@ from torch import nn
 
 from tmrl_vla.backends import VLABackend, backend_for
 from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.hub import library_versions, resolve_dir
 from tmrl_vla.noise import check_sigma, forward_noise, linear_beta_schedule
 
 
@@ -84,33 +85,11 @@ CSP_CONFIG_FILE = "csp_config.json"
 SIGMA_EMBEDDING_FILE = "csp_sigma_embedding.safetensors"
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("tmrl_vla", "lerobot", "peft", "torch", "transformers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "unknown"
-    return out
-
-
 def _name_or_path(policy: nn.Module) -> str:
     config = getattr(policy, "config", None)
     return str(
         getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None) or "<in-memory policy>"
     )
-
-
-def resolve_adapter_dir(path_or_repo_id: str | Path) -> Path:
-    """A local directory as is; otherwise a Hub repo id, fetched (or read from the local Hub cache)."""
-    path = Path(path_or_repo_id)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(path_or_repo_id)))
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -173,7 +152,7 @@ class CSPPolicy(nn.Module):
         from peft import PeftModel
         from safetensors.torch import load_file
 
-        path = resolve_adapter_dir(path_or_repo_id)
+        path = resolve_dir(path_or_repo_id)
         meta_file = path / CSP_CONFIG_FILE
         if not meta_file.is_file():
             raise FileNotFoundError(f"{path} is not a CSP adapter: {CSP_CONFIG_FILE} is missing")

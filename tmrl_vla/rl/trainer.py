@@ -1,20 +1,27 @@
-"""The TMRL (or DSRL) training loop, single process: collect decisions, update SAC, evaluate, checkpoint.
+"""The TMRL (or DSRL) training loop: collect decisions, update SAC, evaluate, checkpoint.
 
 Reads top to bottom like CleanRL's SAC: build, warm up with uniform random heads, then one loop of
 ``collect -> replay -> update`` with named ``is_eval_step`` / ``is_save_step`` branches. DSRL is the
 same loop with ``agent="dsrl"``: only the z head, on the plain BC policy (wrapped without an adapter,
 so at sigma = 0 it is exactly the BC policy).
 
+Several processes (``accelerate launch --num_processes N`` or ``torchrun``): each owns its envs, its
+seeds and its replay shard; gradients are averaged before every optimiser step
+(:mod:`tmrl_vla.rl.distributed`), so the weights stay equal on all ranks. Rank 0 logs and evaluates.
+
 Checkpoints hold everything a resumed run needs to continue as if never stopped: actor, critics and
-target critics, optimisers, the replay buffer, the collector's seed counter and episode counts, and
-the RNG states; they are written to a temporary file and renamed. Not yet here: several processes
-(each with its own envs and replay shard), the recipe wiring, and the TMRL-vs-DSRL comparison.
+target critics, optimisers, every rank's replay shard, collector seed counters and episode counts,
+and the RNG states. Each lives in ``checkpoints/<decision>/`` (one file per rank, the resolved
+config beside them) and counts only once its ``complete`` marker exists, written by rank 0 after
+every rank has renamed its file into place; the two newest complete checkpoints are kept.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,33 +30,52 @@ from typing import Literal
 import torch
 
 from tmrl_vla.rl.agent import SACAgent, SACConfig
+from tmrl_vla.rl.distributed import NonFiniteLossError, all_reduce_sum, barrier, broadcast_module, rank, world_size
+
+EVAL_SEED = 4_000_000_000  # evaluation episodes' seeds start here, far from every training seed
 
 
 @dataclass(frozen=True)
 class TMRLConfig:
     agent: Literal["tmrl", "dsrl"] = "tmrl"
-    num_envs: int = 8
-    total_decisions: int = 2000  # per env
-    warmup_decisions: int = 25  # per env, uniform random heads, before any update
+    # Heads the TMRL agent learns; None = all three. Without "eps_c" the context noise is drawn
+    # i.i.d. per token by the CSP policy, as in CSP training. DSRL always has only "z".
+    tmrl_heads: tuple[str, ...] | None = None
+    num_envs: int = 8  # per process
+    total_decisions: int = 2000  # decision steps (each one decision in every env of every process)
+    warmup_decisions: int = 25  # uniform random heads, before any update
     updates_per_decision: int = 1  # agent.update() calls per collected decision batch (each runs sac.utd critic steps)
     n_exec: int = 5
     z_scale: float = 1.0
-    replay_capacity: int = 100_000
+    replay_capacity: int = 100_000  # per process
+    success_window: int = 50  # training episodes in the rolling success rate (all processes together)
     eval_every: int = 100  # decisions
     eval_episodes: int = 20
     save_every: int = 100
     seed: int = 0
     hidden: int = 256
     num_critics: int = 5
+    # SAC temperature at the start, per head. Rewards are 0/1 per episode, so Q lies in [0, 1]: an
+    # entropy bonus weighted 1.0 swamps it and the actor only spreads out (measured: no learning in
+    # 150 decisions); a small start lets the critic matter from the first updates.
+    init_temperature: float = 0.05
+    # Per-head target entropy; heads not named use -dim(head).
+    target_entropy: dict[str, float] = field(default_factory=dict)
     sac: SACConfig = field(default_factory=SACConfig)
 
     @property
     def heads(self) -> tuple[str, ...]:
-        return ("z", "y", "eps_c") if self.agent == "tmrl" else ("z",)
+        if self.agent == "dsrl":
+            return ("z",)
+        return tuple(self.tmrl_heads) if self.tmrl_heads else ("z", "y", "eps_c")
 
     def __post_init__(self) -> None:
         if self.agent not in ("tmrl", "dsrl"):
             raise ValueError(f"agent must be 'tmrl' or 'dsrl', got {self.agent!r}")
+        if self.tmrl_heads is not None and ("z" not in self.tmrl_heads or "y" not in self.tmrl_heads):
+            raise ValueError(f"TMRL needs the 'z' and 'y' heads (eps_c is optional), got {self.tmrl_heads}")
+        if min(self.num_envs, self.total_decisions, self.eval_every, self.save_every, self.success_window) < 1:
+            raise ValueError("num_envs, total_decisions, eval_every, save_every and success_window must be >= 1")
 
 
 def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: int) -> SACAgent:
@@ -58,7 +84,13 @@ def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: in
 
     actor = HighLevelPolicy(
         HighLevelConfig(
-            obs_dim=obs_dim, action_dim=action_dim, embed_dim=embed_dim, heads=config.heads, hidden=config.hidden
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            embed_dim=embed_dim,
+            heads=config.heads,
+            hidden=config.hidden,
+            init_temperature=config.init_temperature,
+            target_entropy=dict(config.target_entropy),
         )
     )
     critics = CriticEnsemble(
@@ -74,22 +106,54 @@ def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: in
     return SACAgent(actor, critics, config.sac)
 
 
+def config_differences(saved: dict, mine: dict, ignore: tuple[str, ...] = ("total_decisions",)) -> list[str]:
+    """'field (saved vs now)' for every top-level field that differs, except ``ignore``."""
+    return [
+        f"{k} ({saved.get(k)!r} vs {mine.get(k)!r})"
+        for k in sorted(set(saved) | set(mine))
+        if k not in ignore and saved.get(k) != mine.get(k)
+    ]
+
+
 class TMRLTrainer:
-    def __init__(self, config: TMRLConfig, *, csp, preprocessor, postprocessor, make_env, out_dir: str | Path) -> None:
+    def __init__(
+        self,
+        config: TMRLConfig,
+        *,
+        csp,
+        preprocessor,
+        postprocessor,
+        make_env,
+        out_dir: str | Path,
+        resume: bool = True,
+        log=print,
+    ) -> None:
         from tmrl_vla.envs.batched import BatchedEnv
         from tmrl_vla.rl.collector import DecisionCollector
         from tmrl_vla.rl.replay import ReplayBuffer
 
         self.config = config
+        self.rank = rank()
+        self.world = world_size()
+        self.is_main = self.rank == 0
+        self.log = log if self.is_main else (lambda *_: None)
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed)
+        self.checkpoints = self.out_dir / "checkpoints"
+        self.metrics_file = self.out_dir / "metrics.jsonl"
+        if not resume:
+            refuse_existing_run(self.out_dir)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)  # equal initial weights on every rank (and broadcast below)
         action_dim = csp.base_policy.config.action_feature.shape[0]
         state_dim = csp.base_policy.config.robot_state_feature.shape[0]
         obs_dim = 2 * csp.embed_width + state_dim
         self.agent = build_agent(config, obs_dim, action_dim, csp.embed_width)
-        self.envs = BatchedEnv(make_env, config.num_envs)
+        broadcast_module(self.agent)
         self.make_env = make_env
+        self.envs = BatchedEnv(make_env, config.num_envs)
+        check_action_dim(self.envs, action_dim)
+        rank_seed = (config.seed * 64 + self.rank) * 1_000_000  # disjoint episode seeds per run and rank
         self.collector = DecisionCollector(
             self.envs,
             csp,
@@ -98,47 +162,83 @@ class TMRLTrainer:
             postprocessor,
             n_exec=config.n_exec,
             z_scale=config.z_scale,
-            seed=config.seed,
+            seed=rank_seed,
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
-        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.generator = torch.Generator().manual_seed(rank_seed + 1)
+        self.recent: collections.deque[bool] = collections.deque(maxlen=config.success_window)
         self.decision = 0
-        self.metrics_file = self.out_dir / "metrics.jsonl"
-        self.checkpoint = self.out_dir / "checkpoint.pt"
-        if self.checkpoint.exists():
-            self._load()
+        self.episodes = 0  # all processes together
+        self.successes = 0
+        latest = self.latest_checkpoint()
+        if latest is None and self.is_main:
+            self.metrics_file.unlink(missing_ok=True)  # rows of an attempt that never reached a checkpoint
+        if latest is not None:
+            self._load(latest)
+            self.log(f"[tmrl] resumed from {latest} at decision {self.decision} ({self.episodes} episodes)")
 
     # ------------------------------------------------------------------------------ the loop
     def train(self) -> dict:
         cfg = self.config
-        start = time.perf_counter()
+        start, start_decision = time.perf_counter(), self.decision
+        progress = _progress(cfg.total_decisions, self.decision, cfg.agent, enabled=self.is_main)
         while self.decision < cfg.total_decisions:
             warmup = self.decision < cfg.warmup_decisions
             t = self.collector.step(uniform=warmup)
             self.replay.add(t.obs, t.actions, t.reward, t.done, t.next_obs)
             self.decision += 1
+            self.recent.extend(t.success[t.episode_end].tolist())
+            ended, won, win_n, win_s, reward, sigma = all_reduce_sum(
+                [
+                    float(t.episode_end.sum()),
+                    float(t.success.sum()),
+                    len(self.recent),
+                    sum(self.recent),
+                    float(t.reward.sum()),
+                    float(t.sigma.sum()),
+                ]
+            )
+            self.episodes += int(ended)
+            self.successes += int(won)
+            n = cfg.num_envs * self.world
             row = {
                 "decision": self.decision,
-                "rollout/episodes": self.collector.episodes_finished,
-                "rollout/successes": self.collector.successes,
-                "rollout/reward_mean": float(t.reward.mean()),
-                "actor/sigma_mean": float(t.sigma.mean()),
+                "rollout/episodes": self.episodes,
+                "rollout/successes": self.successes,
+                # success rate of the most recent `success_window` training episodes per process, pooled
+                "rollout/success_recent": win_s / win_n if win_n else 0.0,
+                "rollout/reward_mean": reward / n,
+                "actor/sigma_mean": sigma / n,
             }
             if not warmup:
-                for _ in range(cfg.updates_per_decision):
-                    row |= self.agent.update(self.replay, self.generator)
-            is_eval_step = self.decision % cfg.eval_every == 0
-            is_save_step = self.decision % cfg.save_every == 0
-            if is_eval_step:
+                try:
+                    for _ in range(cfg.updates_per_decision):
+                        row |= self.agent.update(self.replay, self.generator)
+                except NonFiniteLossError as err:
+                    path = self._save(tag="nonfinite")
+                    raise RuntimeError(
+                        f"Stopped at decision {self.decision}: {err}. No update was applied; the last finite state "
+                        f"is saved in {path}. Lower the learning rates or check the rewards and observations."
+                    ) from err
+            is_eval_step = self.decision % cfg.eval_every == 0 or self.decision == cfg.total_decisions
+            is_save_step = self.decision % cfg.save_every == 0 or self.decision == cfg.total_decisions
+            if is_eval_step and self.is_main:
                 row["eval/success_rate"] = self.evaluate(cfg.eval_episodes)
-            row["perf/decisions_per_s"] = self.decision / (time.perf_counter() - start)
-            with self.metrics_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            row["perf/decisions_per_s"] = (self.decision - start_decision) / (time.perf_counter() - start)
+            if self.is_main:
+                with self.metrics_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                progress.update(1)
+                progress.set_postfix(episodes=self.episodes, success=f"{row['rollout/success_recent']:.2f}")
             if is_save_step:
                 self._save()
-        self._save()
-        return {"decisions": self.decision, "episodes": self.collector.episodes_finished}
+            if is_eval_step and self.is_main:
+                from tmrl_vla.rl.curves import plot_learning_curve, read_metrics
+
+                plot_learning_curve({cfg.agent: read_metrics(self.metrics_file)}, self.out_dir / "learning_curve.png")
+        progress.close()
+        return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
 
     def close(self) -> None:
         """Release the envs' renderers (GL contexts are best freed before interpreter shutdown)."""
@@ -160,7 +260,7 @@ class TMRLTrainer:
             c.postprocessor,
             n_exec=c.n_exec,
             z_scale=c.z_scale,
-            seed=10**6,
+            seed=EVAL_SEED,
         )
         done = wins = 0
         evaluator.reset()
@@ -172,11 +272,18 @@ class TMRLTrainer:
         return wins / done
 
     # ----------------------------------------------------------------------------- checkpoints
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.out_dir)
+
     def _state(self) -> dict:
         a = self.agent
         return {
             "config": asdict(self.config),
+            "world_size": self.world,
             "decision": self.decision,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "recent": list(self.recent),
             "agent": a.state_dict(),
             "optimizers": {
                 "actor": a.actor_opt.state_dict(),
@@ -194,22 +301,39 @@ class TMRLTrainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _save(self) -> None:
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+    def _save(self, tag: str | None = None) -> Path:
+        """Write this rank's file, then (rank 0, once every rank has) the marker; returns the directory."""
+        name = f"{self.decision:08d}" if tag is None else f"{tag}-{self.decision:08d}"
+        directory = self.checkpoints / name
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"rank{self.rank}.pt"
+        tmp = target.with_name(target.name + ".tmp")
         torch.save(self._state(), tmp)
-        os.replace(tmp, self.checkpoint)
-        (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        os.replace(tmp, target)
+        if tag is not None:  # a diagnostic snapshot (e.g. before a NaN): written by whoever got here
+            (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            return directory
+        barrier()
+        if self.is_main:
+            (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            (directory / "complete").write_text(json.dumps({"decision": self.decision, "world_size": self.world}))
+            done = sorted(p for p in self.checkpoints.iterdir() if p.name.isdigit() and (p / "complete").exists())
+            for old in done[:-2]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier()
+        return directory
 
-    def _load(self) -> None:
-        state = torch.load(self.checkpoint, weights_only=False)
-        saved = state["config"]
-        mine = json.loads(json.dumps(asdict(self.config)))
-        differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k != "total_decisions")
-        if differ:
+    def _load(self, directory: Path) -> None:
+        marker = json.loads((directory / "complete").read_text())
+        if marker["world_size"] != self.world:
             raise ValueError(
-                f"{self.checkpoint} was written by another config; fields that differ: "
-                + ", ".join(f"{k} ({saved.get(k)!r} vs {mine.get(k)!r})" for k in differ)
+                f"{directory} was written by {marker['world_size']} process(es) and this run has {self.world}: "
+                "each process owns a replay shard, so resume with the same number of processes"
             )
+        state = torch.load(directory / f"rank{self.rank}.pt", weights_only=False)
+        differ = config_differences(state["config"], json.loads(json.dumps(asdict(self.config))))
+        if differ:
+            raise ValueError(f"{directory} was written by another config; fields that differ: " + ", ".join(differ))
         a = self.agent
         a.load_state_dict(state["agent"])
         a.actor_opt.load_state_dict(state["optimizers"]["actor"])
@@ -223,4 +347,42 @@ class TMRLTrainer:
         self.collector.generator.set_state(c["generator"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.decision = state["decision"]
+        self.decision, self.episodes, self.successes = state["decision"], state["episodes"], state["successes"]
+        self.recent.extend(state["recent"])
+        if self.is_main and self.metrics_file.exists():  # drop rows logged after this checkpoint
+            rows = self.metrics_file.read_text().splitlines()
+            kept = [r for r in rows if json.loads(r)["decision"] <= self.decision]
+            self.metrics_file.write_text("".join(r + "\n" for r in kept))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint directory of a run whose ``complete`` marker exists."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    if not checkpoints.is_dir():
+        return None
+    done = sorted(p for p in checkpoints.iterdir() if p.name.isdigit() and (p / "complete").exists())
+    return done[-1] if done else None
+
+
+def refuse_existing_run(run_dir: str | Path) -> None:
+    """Raise rather than silently mix a new run into an old one's checkpoints and metrics."""
+    if latest_checkpoint(run_dir) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds a TMRL run; resume it (--resume) or choose another output directory"
+        )
+
+
+def check_action_dim(envs, action_dim: int) -> None:
+    """Raise if the env's action space does not have the policy's action dimension."""
+    space = envs.action_space if hasattr(envs, "action_space") else envs.envs[0].action_space
+    if space.shape[-1] != action_dim:
+        raise ValueError(
+            f"The env's actions have {space.shape[-1]} dimensions but the policy outputs {action_dim}: "
+            "this policy was trained for another robot or action space"
+        )
+
+
+def _progress(total: int, initial: int, name: str, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="decision", disable=not enabled, dynamic_ncols=True)
