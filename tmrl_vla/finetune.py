@@ -42,6 +42,7 @@ class EnvSpec:
     type: str = "so100_pick_cube"
     # The context shift to fine-tune on (so100_pick_cube only); None: assets.eval.finetune_shift.
     shift: str | None = None
+    episode_length: int | None = None  # control steps per episode (so100_pick_cube); None: the env's default
 
 
 def default_rl() -> TMRLConfig:
@@ -164,8 +165,10 @@ def make_env_factory(cfg: FinetuneConfig):
     kwargs = {}
     if cfg.env.type == "so100_pick_cube":
         kwargs["shift"] = cfg.env.shift or cfg.assets.eval.finetune_shift
-    elif cfg.env.shift is not None:
-        raise ValueError(f"--env.shift applies to so100_pick_cube only, not {cfg.env.type!r}")
+        if cfg.env.episode_length is not None:
+            kwargs["episode_length"] = cfg.env.episode_length
+    elif cfg.env.shift is not None or cfg.env.episode_length is not None:
+        raise ValueError(f"--env.shift and --env.episode_length apply to so100_pick_cube only, not {cfg.env.type!r}")
     make_env(cfg.env.type, **kwargs).close()  # fail early on an unknown type or a bad shift
     return lambda: make_env(cfg.env.type, **kwargs)
 

@@ -68,6 +68,13 @@ class DecisionCollector:
     def _batch(self, obs: dict[str, np.ndarray]) -> dict:
         return self.preprocessor(obs_to_batch(obs, self.envs.task, self.device))
 
+    @property
+    def observation(self) -> dict[str, np.ndarray]:
+        """The envs' current raw observation: the one the next decision acts on."""
+        if self._obs is None:
+            self.reset()
+        return self._obs
+
     def reset(self) -> None:
         self._obs = self.envs.reset(self._seeds(self.envs.num_envs))
         self._encoded = None

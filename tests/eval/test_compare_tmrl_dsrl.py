@@ -1,0 +1,86 @@
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = load_script("compare_tmrl_dsrl")
+
+
+def result(agent, seed, reached, total=400):
+    return {
+        "agent": agent,
+        "seed": seed,
+        "episodes_to_threshold": reached,
+        "total_episodes": total,
+        "final_success_recent": 0.5,
+        "final_eval_success": 0.5,
+    }
+
+
+def test_summary_ratio_and_interval():
+    results = [result("tmrl", s, e) for s, e in enumerate([100, 120, 80])]
+    results += [result("dsrl", s, e) for s, e in enumerate([300, 360, 240])]
+    s = compare.summarise(results, 0.8)
+    assert s["tmrl_episodes_to_80"] == 100 and s["dsrl_episodes_to_80"] == 300
+    assert s["ratio"] == pytest.approx(1 / 3)
+    lo, hi = s["ratio_ci95"]
+    assert lo <= 1 / 3 <= hi and hi < 1  # the seeds do not overlap: the interval excludes 1
+    assert s["seeds"] == 3 and "note" not in s
+
+
+def test_runs_that_never_reach_the_threshold_are_censored_lower_bounds():
+    results = [result("tmrl", 0, 100), result("tmrl", 1, 140), result("dsrl", 0, None), result("dsrl", 1, None)]
+    s = compare.summarise(results, 0.8)
+    assert s["dsrl_censored"] == 2 and s["dsrl_episodes_to_80"] == 400  # counted at their total episodes
+    assert "lower bounds" in s["note"]
+
+
+def test_tiny_comparison_end_to_end(tiny_base_policy, tmp_path, capsys):
+    from tmrl_vla.csp.config import CSPConfig
+    from tmrl_vla.csp.policy import CSPPolicy
+    from tmrl_vla.policies import load_lerobot_policy
+
+    policy, _, _ = load_lerobot_policy(tiny_base_policy)
+    adapter = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(tmp_path / "adapter")
+    args = [
+        "--policy",
+        str(tiny_base_policy),
+        "--adapter",
+        str(adapter),
+        "--seeds",
+        "2",
+        "--decisions",
+        "2",
+        "--jobs",
+        "1",
+        "--tiny",
+        "--num-envs",
+        "2",
+        "--episode-length",
+        "6",
+        "--out",
+        str(tmp_path / "cmp"),
+    ]
+    compare.main(args)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) >= {"tmrl_episodes_to_80", "dsrl_episodes_to_80", "ratio", "ratio_ci95", "seeds"}
+    assert last["seeds"] == 2 and not math.isnan(last["ratio"])
+    assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
+    for agent in ("tmrl", "dsrl"):
+        for seed in (0, 1):
+            rows = (tmp_path / "cmp" / agent / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
+            assert len(rows) == 2
+    compare.main(args)  # finished runs are read back, not trained again
+    assert capsys.readouterr().out.strip().splitlines()[-1] == json.dumps(last)

@@ -1,0 +1,64 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("sigma_trace", ROOT / "eval" / "sigma_trace.py")
+sigma_trace = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sigma_trace)
+
+
+def test_summary_splits_sigma_by_gripper_state():
+    records = [
+        {"sigma": [0.9, 0.8, 0.1], "gripper": [1.0, 1.0, 0.0], "success": True, "length": 3},
+        {"sigma": [0.7, 0.3], "gripper": [1.0, 0.0], "success": False, "length": 2},
+    ]
+    s = sigma_trace.summarise(records, open_value=1.0, closed_value=0.0)
+    assert s["sigma_mean_gripper_open"] == pytest.approx(0.8)
+    assert s["sigma_mean_gripper_closed"] == pytest.approx(0.2)
+    assert s["successes"] == 1 and s["decisions"] == 5 and s["decisions_gripper_closed"] == 2
+
+
+def test_trace_of_a_saved_agent(tiny_base_policy, tmp_path, capsys):
+    from tmrl_vla.csp.config import CSPConfig
+    from tmrl_vla.csp.policy import CSPPolicy
+    from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
+    from tmrl_vla.policies import load_lerobot_policy
+    from tmrl_vla.rl.agent import SACConfig
+    from tmrl_vla.rl.pretrained import TMRLAgent
+    from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer
+
+    policy, pre, post = load_lerobot_policy(tiny_base_policy)
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    adapter = csp.save_pretrained(tmp_path / "adapter")
+    config = TMRLConfig(
+        num_envs=2,
+        total_decisions=2,
+        warmup_decisions=1,
+        eval_every=100,
+        hidden=16,
+        num_critics=2,
+        sac=SACConfig(utd=1, batch_size=4),
+    )
+    t = TMRLTrainer(
+        config,
+        csp=csp,
+        preprocessor=pre,
+        postprocessor=post,
+        make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
+        out_dir=tmp_path / "run",
+    )
+    t.train()
+    t.close()
+    agent_dir = TMRLAgent.from_trainer(t, base_policy=str(tiny_base_policy), csp_adapter=str(adapter)).save_pretrained(
+        tmp_path / "agent"
+    )
+    sigma_trace.main(
+        ["--agent", str(agent_dir), "--episodes", "2", "--episode-length", "6", "--out", str(tmp_path / "trace")]
+    )
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["episodes"] == 2 and last["decisions"] == 4  # 6 steps, 5 per decision: 2 decisions each
+    assert 0.0 <= last["sigma_mean"] <= 1.0
+    assert (tmp_path / "trace" / "sigma_trace.png").stat().st_size > 1000
