@@ -4,8 +4,9 @@
 
 A decision is: clean prefix once (vision encoder), pooled features, the high-level policy's three
 heads, then the CSP policy sampling the chunk from z under the prefix noised at sigma, reusing the
-prefix. The embedded default (tiny SmolVLA, random weights: latency does not depend on them). The
-last line is one JSON object: ``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported,
+prefix. The CSP policy is frozen in TMRL, so its adapter is merged (``merge_adapter()``), as the
+recipe runs it. The embedded default (tiny SmolVLA, random weights: latency does not depend on
+them). The last line is one JSON object: ``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported,
 the ratio against plain PEFT LoRA sampling (the LoRA's own cost removed).
 """
 
@@ -31,6 +32,7 @@ def main() -> None:
 
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
+    csp.merge_adapter()
     actor = HighLevelPolicy(HighLevelConfig(obs_dim=2 * csp.embed_width + 6, action_dim=6, embed_dim=csp.embed_width))
     noise = torch.randn(args.batch, 10, 32)
     med = interleaved_medians(

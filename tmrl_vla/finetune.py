@@ -187,6 +187,7 @@ def run_rl(cfg: FinetuneConfig, policy_path: str, adapter_path: str | None, run_
         csp = CSPPolicy.from_pretrained(adapter_path, base=policy)  # names both bases if they differ
     else:
         csp = CSPPolicy.from_base(policy)  # no adapter: exactly the BC policy at sigma = 0
+    csp.merge_adapter()  # frozen from here on: merged LoRA costs nothing per call
     make_env = make_env_factory(cfg)
     probe = make_env()
     check_image_resolution(policy.config, probe.observation_space)

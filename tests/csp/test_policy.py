@@ -248,3 +248,32 @@ def test_push_to_hub_uploads_the_adapter_with_its_card(fresh, monkeypatch):
     assert url.endswith("/commit/1") and seen["repo"] == "someone/tiny-csp"
     assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json", "README.md"} <= set(seen["files"])
     assert 'CSPPolicy.from_pretrained("someone/tiny-csp"' in seen["card"]
+
+
+def test_merged_adapter_equals_peft_merged_lora_and_unmerges(fresh, tmp_path):
+    from peft import PeftModel
+
+    policy, batch, noise = fresh
+    pristine, original = copy.deepcopy(policy), copy.deepcopy(policy).state_dict()
+    csp = calibrated(policy, batch)
+    train_a_few_steps(csp, batch, steps=3)
+    eps = torch.randn(3, csp.embed_width)
+    unmerged = {s: sample(csp, batch, noise, sigma=s, context_noise=eps) for s in (0.0, 0.5)}
+    csp.peft_model.save_pretrained(tmp_path)
+    plain = PeftModel.from_pretrained(pristine, tmp_path).merge_and_unload()  # stock PEFT, merged, no hooks
+
+    csp.merge_adapter()
+    assert csp.merged
+    assert torch.equal(sample(csp, batch, noise, sigma=0.0), sample(plain, batch, noise))
+    torch.testing.assert_close(sample(csp, batch, noise, sigma=0.5, context_noise=eps), unmerged[0.5])
+    with pytest.raises(RuntimeError, match="unmerge_adapter"):
+        csp.forward(dict(batch), sigma=torch.rand(3))
+
+    csp.unmerge_adapter()
+    assert not csp.merged
+    torch.testing.assert_close(sample(csp, batch, noise, sigma=0.0), unmerged[0.0])
+    csp.merge_adapter()
+    back = csp.unload()  # unmerges first: the base weights come back without the adapter folded in
+    assert back.state_dict().keys() == original.keys()
+    for k, v in original.items():
+        torch.testing.assert_close(back.state_dict()[k], v)

@@ -277,9 +277,34 @@ class CSPPolicy(nn.Module):
 
     def unload(self) -> nn.Module:
         """Remove hooks and LoRA layers; return the LeRobot policy exactly as it was given."""
+        self.unmerge_adapter()
         self._remove_hooks()
         policy = self.peft_model.unload()
         return policy
+
+    def merge_adapter(self) -> CSPPolicy:
+        """Fold the LoRA weights into the adapted layers for frozen use (TMRL, evaluation, serving).
+
+        Unmerged, every adapted Linear runs two extra small matmuls per call; on a small model whose
+        latency is per-op overhead that cost 27% at batch 1 (eval/bench_overhead.py), merged it is
+        gone and only the hooks remain. The sigma embedding and prefix noise are unaffected (they are
+        hooks, not LoRA). Training needs the unmerged form: :meth:`unmerge_adapter` restores it (up to
+        float rounding of the add-then-subtract); ``forward`` refuses to train a merged adapter.
+        """
+        if not self.merged:
+            self.peft_model.merge_adapter()
+        return self
+
+    def unmerge_adapter(self) -> CSPPolicy:
+        if self.merged:
+            self.peft_model.unmerge_adapter()
+        return self
+
+    @property
+    def merged(self) -> bool:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return any(m.merged for m in self.peft_model.modules() if isinstance(m, BaseTunerLayer))
 
     # ------------------------------------------------------------------------------------- hooks
     def _noise_prefix(self, flow: nn.Module, args: tuple, kwargs: dict, outputs: tuple):
@@ -416,6 +441,8 @@ class CSPPolicy(nn.Module):
 
     def forward(self, batch: dict, *, sigma: torch.Tensor, context_noise: torch.Tensor | None = None, **kwargs):
         """The policy's own training loss at per-sample ``sigma``; returns LeRobot's (loss, info)."""
+        if torch.is_grad_enabled() and self.merged:
+            raise RuntimeError("the LoRA adapter is merged for inference: call unmerge_adapter() before training")
         with self.conditioned(sigma, self._batch_size(batch), context_noise):
             return self.base_policy.forward(batch, **kwargs)
 
