@@ -41,3 +41,15 @@ def test_bad_input():
         buf.sample(1)
     with pytest.raises(ValueError, match="heads"):
         buf.add(torch.zeros(1, 3), {"y": torch.zeros(1, 1)}, torch.zeros(1), torch.zeros(1), torch.zeros(1, 3))
+
+
+def test_mixed_replay_draws_half_from_successes():
+    from tmrl_vla.rl.replay import MixedReplay
+
+    main, success = ReplayBuffer(100, 2, {"z": 1}), ReplayBuffer(100, 2, {"z": 1})
+    main.add(torch.zeros(10, 2), {"z": torch.zeros(10, 1)}, torch.zeros(10), torch.zeros(10), torch.zeros(10, 2))
+    mixed = MixedReplay(main, success)
+    assert mixed.sample(8)["reward"].sum() == 0  # no successes yet: the main buffer alone
+    success.add(torch.ones(3, 2), {"z": torch.ones(3, 1)}, torch.ones(3), torch.ones(3), torch.ones(3, 2))
+    batch = mixed.sample(8)
+    assert batch["obs"].shape == (8, 2) and batch["reward"].sum() == 4

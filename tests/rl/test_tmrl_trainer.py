@@ -198,3 +198,31 @@ def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
     other = CSPPolicy.from_base(make_tiny_smolvla())
     with pytest.raises(ValueError, match="trained on base policy"):
         TMRLAgent.from_pretrained(directory, csp=other)
+
+
+def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_path, monkeypatch):
+    real_reset, real_step = PickCubeEnv.reset, PickCubeEnv.step
+
+    def reset(self, *, seed=None, options=None):
+        self.test_seed = seed
+        return real_reset(self, seed=seed, options=options)
+
+    def step(self, action):  # episodes with even seeds succeed on their 4th step, the others time out
+        obs, r, term, trunc, info = real_step(self, action)
+        if self._t >= 4 and self.test_seed % 2 == 0:
+            return obs, 1.0, True, False, {"is_success": True}
+        return obs, r, term, trunc, info
+
+    monkeypatch.setattr(PickCubeEnv, "reset", reset)
+    monkeypatch.setattr(PickCubeEnv, "step", step)
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=3, eval_every=100, success_buffer=True)
+    t.train()
+    t.close()
+    assert t.successes > 0 and t.episodes > t.successes  # both kinds happened
+    assert len(t.success_replay) == t.successes  # each success ended its episode's first decision
+    assert t.success_replay.done[: len(t.success_replay)].sum() == t.successes
+
+    resumed = trainer(tiny_base_policy, tmp_path, total_decisions=3, eval_every=100, success_buffer=True)
+    assert len(resumed.success_replay) == len(t.success_replay)
+    assert [len(r) for r in resumed.open_episodes] == [len(r) for r in t.open_episodes]
+    resumed.close()

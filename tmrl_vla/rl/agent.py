@@ -17,7 +17,7 @@ from torch import nn
 from tmrl_vla.rl.actor import HighLevelPolicy
 from tmrl_vla.rl.critic import CriticEnsemble
 from tmrl_vla.rl.distributed import sync_gradients
-from tmrl_vla.rl.replay import ReplayBuffer
+from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer
 from tmrl_vla.rl.sac import actor_loss, critic_loss, polyak_update, td_target, temperature_loss
 
 
@@ -111,7 +111,7 @@ class SACAgent(nn.Module):
             metrics[f"actor/alpha_{h}"] = self.actor.log_alpha[h].exp().item()
         return metrics
 
-    def update(self, replay: ReplayBuffer, generator: torch.Generator | None = None) -> dict[str, float]:
+    def update(self, replay: ReplayBuffer | MixedReplay, generator: torch.Generator | None = None) -> dict[str, float]:
         """``utd`` critic updates, then one actor and temperature update; returns the last metrics.
 
         Gradients are averaged over processes before each step (:mod:`tmrl_vla.rl.distributed`). A

@@ -100,3 +100,23 @@ class ReplayBuffer:
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, weights_only=True))
+
+
+class MixedReplay:
+    """Half of every batch from the main buffer, half from a buffer of successful episodes' transitions
+    (TMRL paper: "a separate success buffer sampled 50/50 helped on robots"); the main buffer alone
+    until the first success."""
+
+    def __init__(self, main: ReplayBuffer, success: ReplayBuffer) -> None:
+        self.main, self.success = main, success
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if len(self.success) == 0 or batch_size < 2:
+            return self.main.sample(batch_size, generator)
+        half = batch_size // 2
+        a = self.main.sample(batch_size - half, generator)
+        b = self.success.sample(half, generator)
+        return {k: torch.cat([a[k], b[k]]) for k in a}

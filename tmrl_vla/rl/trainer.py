@@ -48,6 +48,8 @@ class TMRLConfig:
     n_exec: int = 5
     z_scale: float = 1.0
     replay_capacity: int = 100_000  # per process
+    # Keep successful episodes' transitions in a second buffer and sample batches 50/50 from both.
+    success_buffer: bool = False
     success_window: int = 50  # training episodes in the rolling success rate (all processes together)
     eval_every: int = 100  # decisions
     eval_episodes: int = 20
@@ -130,7 +132,7 @@ class TMRLTrainer:
     ) -> None:
         from tmrl_vla.envs.batched import BatchedEnv
         from tmrl_vla.rl.collector import DecisionCollector
-        from tmrl_vla.rl.replay import ReplayBuffer
+        from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer
 
         self.config = config
         self.rank = rank()
@@ -166,6 +168,9 @@ class TMRLTrainer:
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
+        self.success_replay = ReplayBuffer(config.replay_capacity, obs_dim, heads) if config.success_buffer else None
+        self.sampler = MixedReplay(self.replay, self.success_replay) if config.success_buffer else self.replay
+        self.open_episodes: list[list[dict]] = [[] for _ in range(config.num_envs)]  # for the success buffer
         self.generator = torch.Generator().manual_seed(rank_seed + 1)
         self.recent: collections.deque[bool] = collections.deque(maxlen=config.success_window)
         self.decision = 0
@@ -187,6 +192,8 @@ class TMRLTrainer:
             warmup = self.decision < cfg.warmup_decisions
             t = self.collector.step(uniform=warmup)
             self.replay.add(t.obs, t.actions, t.reward, t.done, t.next_obs)
+            if self.success_replay is not None:
+                self._track_episodes(t)
             self.decision += 1
             self.recent.extend(t.success[t.episode_end].tolist())
             ended, won, win_n, win_s, reward, sigma = all_reduce_sum(
@@ -214,7 +221,7 @@ class TMRLTrainer:
             if not warmup:
                 try:
                     for _ in range(cfg.updates_per_decision):
-                        row |= self.agent.update(self.replay, self.generator)
+                        row |= self.agent.update(self.sampler, self.generator)
                 except NonFiniteLossError as err:
                     path = self._save(tag="nonfinite")
                     raise RuntimeError(
@@ -239,6 +246,29 @@ class TMRLTrainer:
                 plot_learning_curve({cfg.agent: read_metrics(self.metrics_file)}, self.out_dir / "learning_curve.png")
         progress.close()
         return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
+
+    def _track_episodes(self, t) -> None:
+        """Hold each env's transitions until its episode ends; a success copies them to the success buffer."""
+        for i, rows in enumerate(self.open_episodes):
+            rows.append(
+                {
+                    "obs": t.obs[i],
+                    "actions": {h: a[i] for h, a in t.actions.items()},
+                    "reward": t.reward[i],
+                    "done": t.done[i],
+                    "next_obs": t.next_obs[i],
+                }
+            )
+            if t.episode_end[i]:
+                if t.success[i]:
+                    self.success_replay.add(
+                        torch.stack([r["obs"] for r in rows]),
+                        {h: torch.stack([r["actions"][h] for r in rows]) for h in t.actions},
+                        torch.stack([r["reward"] for r in rows]),
+                        torch.stack([r["done"] for r in rows]),
+                        torch.stack([r["next_obs"] for r in rows]),
+                    )
+                rows.clear()
 
     def close(self) -> None:
         """Release the envs' renderers (GL contexts are best freed before interpreter shutdown)."""
@@ -291,6 +321,8 @@ class TMRLTrainer:
                 "temperature": a.temperature_opt.state_dict(),
             },
             "replay": self.replay.state_dict(),
+            "success_replay": self.success_replay.state_dict() if self.success_replay is not None else None,
+            "open_episodes": self.open_episodes,
             "collector": {
                 "next_seed": self.collector.next_seed,
                 "episodes_finished": self.collector.episodes_finished,
@@ -340,6 +372,9 @@ class TMRLTrainer:
         a.critic_opt.load_state_dict(state["optimizers"]["critic"])
         a.temperature_opt.load_state_dict(state["optimizers"]["temperature"])
         self.replay.load_state_dict(state["replay"])
+        if self.success_replay is not None:
+            self.success_replay.load_state_dict(state["success_replay"])
+            self.open_episodes = state["open_episodes"]
         c = state["collector"]
         self.collector.next_seed = c["next_seed"]
         self.collector.episodes_finished = c["episodes_finished"]
