@@ -41,7 +41,15 @@ def trace(
     extra = {"episode_length": episode_length} if episode_length else {}
     envs = BatchedEnv(lambda: PickCubeEnv(PickCubeConfig.with_shift(shift, **extra)), episodes)
     collector = DecisionCollector(
-        envs, csp, agent.actor, pre, post, n_exec=agent.config.n_exec, z_scale=agent.config.z_scale, seed=seed
+        envs,
+        csp,
+        agent.actor,
+        pre,
+        post,
+        n_exec=agent.config.n_exec,
+        z_scale=agent.config.z_scale,
+        seed=seed,
+        image_grid=agent.config.image_grid,
     )
     collector.reset()
     records = [{"sigma": [], "gripper": [], "success": False, "length": None} for _ in range(episodes)]

@@ -65,13 +65,35 @@ class PrefixCache:
     kwargs: dict
     outputs: tuple  # (embs, pad_masks, att_masks) of the clean, un-noised prefix
 
-    def pooled(self, segments) -> torch.Tensor:
-        """(b, 2D): mean image token and mean language token, padding excluded."""
+    def pooled(self, segments, image_grid: int = 1, num_cameras: int = 1) -> torch.Tensor:
+        """(b, (cameras * g^2 + 1) D): image tokens averaged over a g x g grid per camera (g = 1: the
+        mean image token), then the mean language token, padding excluded.
+
+        A mean over all image tokens keeps *what* is in view but little of *where*; a 2 x 2 grid
+        keeps coarse position (on the tiny default, 16 tokens per 64 x 64 image, a 4 x 4 grid).
+        """
         embs = self.outputs[0].float()
+        b, _, d = embs.shape
         parts = []
-        for mask in (segments.image, segments.language):
-            m = mask[..., None].float()
+        if image_grid == 1:
+            m = segments.image[..., None].float()
             parts.append((embs * m).sum(1) / m.sum(1).clamp_min(1.0))
+        else:
+            counts = segments.image.sum(1)
+            if not bool((counts == counts[0]).all()):
+                raise ValueError("grid pooling needs the same number of image tokens in every sample")
+            tokens = embs[segments.image].view(b, -1, d)
+            side = math.isqrt(tokens.shape[1] // num_cameras)
+            if num_cameras * side * side != tokens.shape[1] or side % image_grid:
+                raise ValueError(
+                    f"cannot pool {tokens.shape[1]} image tokens from {num_cameras} camera(s) on a "
+                    f"{image_grid} x {image_grid} grid: each camera's tokens must form a square grid divisible by it"
+                )
+            grid = tokens.view(b * num_cameras, side, side, d).permute(0, 3, 1, 2)
+            pooled = torch.nn.functional.adaptive_avg_pool2d(grid, image_grid)  # (b * cams, d, g, g)
+            parts.append(pooled.view(b, num_cameras, d, -1).permute(0, 1, 3, 2).reshape(b, -1))
+        m = segments.language[..., None].float()
+        parts.append((embs * m).sum(1) / m.sum(1).clamp_min(1.0))
         return torch.cat(parts, dim=-1)
 
 
@@ -411,9 +433,19 @@ class CSPPolicy(nn.Module):
         original = getattr(type(flow), self.backend.prefix_method).__get__(flow)  # the class method, unwrapped
         return PrefixCache(args=args, kwargs=kwargs, outputs=original(*args, **kwargs))
 
-    def prefix_features(self, cache: PrefixCache) -> torch.Tensor:
-        """Pooled clean-prefix features (b, 2D) for the RL agent's observation."""
-        return cache.pooled(self.backend.segments(self.flow_model, cache.args, cache.kwargs, cache.outputs))
+    def prefix_features(self, cache: PrefixCache, image_grid: int = 1) -> torch.Tensor:
+        """Pooled clean-prefix features (b, (cameras * image_grid^2 + 1) D) for the RL agent's observation."""
+        segments = self.backend.segments(self.flow_model, cache.args, cache.kwargs, cache.outputs)
+        return cache.pooled(segments, image_grid, self.num_cameras)
+
+    @property
+    def num_cameras(self) -> int:
+        config = self.base_policy.config
+        return len(config.image_features) + int(getattr(config, "empty_cameras", 0) or 0)
+
+    def feature_width(self, image_grid: int = 1) -> int:
+        """Width of :meth:`prefix_features` (without the state)."""
+        return (self.num_cameras * image_grid**2 + 1) * self.embed_width
 
     def predict_action_chunk(
         self,

@@ -48,10 +48,11 @@ class DecisionCollector:
         n_exec: int = 5,
         z_scale: float = 1.0,
         seed: int = 0,
+        image_grid: int = 1,
     ) -> None:
         self.envs, self.csp, self.actor = envs, csp, actor
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
-        self.n_exec, self.z_scale = n_exec, z_scale
+        self.n_exec, self.z_scale, self.image_grid = n_exec, z_scale, image_grid
         self.next_seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.episodes_finished = 0
@@ -94,6 +95,7 @@ class DecisionCollector:
             deterministic=deterministic,
             generator=self.generator,
             encoded=self._encoded,
+            image_grid=self.image_grid,
         )
         chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (b, chunk, A) in joint units
         n = self.envs.num_envs
@@ -107,7 +109,7 @@ class DecisionCollector:
         success = self.envs.success.copy()
         ended = self.envs.done.copy()
         next_batch = self._batch(obs)
-        next_cache, next_features = encode(self.csp, next_batch)  # the true next observation, also at time-out
+        next_cache, next_features = encode(self.csp, next_batch, self.image_grid)  # the true next observation, also at time-out
 
         transitions = Transitions(
             obs=decision.features,

@@ -3,8 +3,8 @@
 Per decision (TMRL paper, section 3; design: "the vision encoder runs once per decision"):
 
 1. the frozen CSP policy embeds the clean prefix (images and language) once;
-2. the RL observation is the pooled clean prefix (mean image token, mean language token) plus the
-   normalised proprioception;
+2. the RL observation is the pooled clean prefix (image tokens averaged, whole or on a coarse grid;
+   the mean language token) plus the normalised proprioception;
 3. the high-level policy picks z (repeated over the chunk as the flow's initial noise, as DSRL does),
    sigma = (y + 1) / 2 and eps_c (one D-vector tiled over the context tokens);
 4. the CSP policy samples the chunk from z under the prefix noised at sigma, *reusing* the prefix
@@ -43,16 +43,16 @@ def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale
     return noise
 
 
-def observation_features(csp: CSPPolicy, cache, batch: dict) -> torch.Tensor:
-    """(b, 2D + S): pooled clean prefix and the (normalised) state of a preprocessed batch."""
-    return torch.cat([csp.prefix_features(cache), batch["observation.state"].float()], dim=-1)
+def observation_features(csp: CSPPolicy, cache, batch: dict, image_grid: int = 1) -> torch.Tensor:
+    """(b, F + S): pooled clean prefix (see ``CSPPolicy.prefix_features``) and the normalised state."""
+    return torch.cat([csp.prefix_features(cache, image_grid), batch["observation.state"].float()], dim=-1)
 
 
 @torch.no_grad()
-def encode(csp: CSPPolicy, batch: dict) -> tuple:
+def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1) -> tuple:
     """(clean prefix cache, RL observation features) of a preprocessed batch: the one vision pass."""
     cache = csp.encode_prefix(batch)
-    return cache, observation_features(csp, cache, batch)
+    return cache, observation_features(csp, cache, batch, image_grid)
 
 
 def random_heads(actor: HighLevelPolicy, batch_size: int, generator: torch.Generator | None = None):
@@ -74,10 +74,11 @@ def decide(
     uniform: bool = False,
     generator: torch.Generator | None = None,
     encoded: tuple | None = None,
+    image_grid: int = 1,
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
     transition's next observation; ``uniform``: warm-up decision with uniform random heads."""
-    cache, features = encoded if encoded is not None else encode(csp, batch)
+    cache, features = encoded if encoded is not None else encode(csp, batch, image_grid)
     b = features.shape[0]
     if uniform:
         actions, log_probs = random_heads(actor, b, generator)

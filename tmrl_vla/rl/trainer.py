@@ -46,6 +46,9 @@ class TMRLConfig:
     warmup_decisions: int = 25  # uniform random heads, before any update
     updates_per_decision: int = 1  # agent.update() calls per collected decision batch (each runs sac.utd critic steps)
     n_exec: int = 5
+    # Image tokens in the RL observation: 1 = their mean; g = averaged on a g x g grid per camera
+    # (keeps coarse position, which the mean loses).
+    image_grid: int = 1
     z_scale: float = 1.0
     replay_capacity: int = 100_000  # per process
     # Keep successful episodes' transitions in a second buffer and sample batches 50/50 from both.
@@ -149,7 +152,7 @@ class TMRLTrainer:
         torch.manual_seed(config.seed)  # equal initial weights on every rank (and broadcast below)
         action_dim = csp.base_policy.config.action_feature.shape[0]
         state_dim = csp.base_policy.config.robot_state_feature.shape[0]
-        obs_dim = 2 * csp.embed_width + state_dim
+        obs_dim = csp.feature_width(config.image_grid) + state_dim
         self.agent = build_agent(config, obs_dim, action_dim, csp.embed_width)
         broadcast_module(self.agent)
         self.make_env = make_env
@@ -165,6 +168,7 @@ class TMRLTrainer:
             n_exec=config.n_exec,
             z_scale=config.z_scale,
             seed=rank_seed,
+            image_grid=config.image_grid,
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
@@ -291,6 +295,7 @@ class TMRLTrainer:
             n_exec=c.n_exec,
             z_scale=c.z_scale,
             seed=EVAL_SEED,
+            image_grid=c.image_grid,
         )
         done = wins = 0
         evaluator.reset()
