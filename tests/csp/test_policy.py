@@ -264,7 +264,16 @@ def test_merged_adapter_equals_peft_merged_lora_and_unmerges(fresh, tmp_path):
 
     csp.merge_adapter()
     assert csp.merged
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    assert not any(isinstance(m, BaseTunerLayer) for m in csp.modules())  # no per-layer wrapper left
     assert torch.equal(sample(csp, batch, noise, sigma=0.0), sample(plain, batch, noise))
+    from safetensors.torch import load_file
+
+    csp.save_pretrained(tmp_path / "while_merged")  # writes the LoRA weights themselves, unchanged
+    saved, before = (load_file(d / "adapter_model.safetensors") for d in (tmp_path / "while_merged", tmp_path))
+    assert saved.keys() == before.keys() and all(torch.equal(saved[k], before[k]) for k in saved)
+    assert csp.merged and not any(isinstance(m, BaseTunerLayer) for m in csp.modules())
     torch.testing.assert_close(sample(csp, batch, noise, sigma=0.5, context_noise=eps), unmerged[0.5])
     with pytest.raises(RuntimeError, match="unmerge_adapter"):
         csp.forward(dict(batch), sigma=torch.rand(3))

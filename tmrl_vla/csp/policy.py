@@ -139,6 +139,7 @@ class CSPPolicy(nn.Module):
         self._scale_recorder: dict[str, list[torch.Tensor]] | None = None
         self._prefix_cache: PrefixCache | None = None
         self._handles: list = []
+        self._fused: list = []  # (parent, name, LoRA wrapper) swapped out by merge_adapter()
         self._install_hooks()
 
     # ---------------------------------------------------------------------------------- building
@@ -207,7 +208,15 @@ class CSPPolicy(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.peft_model.save_pretrained(directory)
+        fused = [entry[:2] for entry in self._fused]
+        if fused:  # the LoRA weights live in the swapped-out wrappers: put them back to save them
+            for parent, child, module in self._fused:
+                setattr(parent, child, module)
+        try:
+            self.peft_model.save_pretrained(directory)
+        finally:
+            for (parent, child), (_, _, module) in zip(fused, self._fused, strict=True):
+                setattr(parent, child, module.base_layer)
         save_file(
             {k: v.contiguous() for k, v in self.sigma_embedding.state_dict().items()}, directory / SIGMA_EMBEDDING_FILE
         )
@@ -307,26 +316,46 @@ class CSPPolicy(nn.Module):
     def merge_adapter(self) -> CSPPolicy:
         """Fold the LoRA weights into the adapted layers for frozen use (TMRL, evaluation, serving).
 
-        Unmerged, every adapted Linear runs two extra small matmuls per call; on a small model whose
-        latency is per-op overhead that cost 27% at batch 1 (eval/bench_overhead.py), merged it is
-        gone and only the hooks remain. The sigma embedding and prefix noise are unaffected (they are
-        hooks, not LoRA). Training needs the unmerged form: :meth:`unmerge_adapter` restores it (up to
-        float rounding of the add-then-subtract); ``forward`` refuses to train a merged adapter.
+        Unmerged, every adapted Linear runs two extra small matmuls per call, and even merged, PEFT's
+        wrapper adds a Python call per layer; on a small model whose latency is per-op overhead that
+        cost 27% and 10% at batch 1 (eval/bench_overhead.py). So the weights are merged (PEFT's own
+        merge) and each LoRA wrapper is swapped for its merged base layer; only our two hooks remain.
+        The swap is reversible: :meth:`unmerge_adapter` puts the wrappers back and unmerges (exact up
+        to the float rounding of add-then-subtract); saving while merged writes the unchanged LoRA
+        weights; ``forward`` refuses to train a merged adapter.
         """
-        if not self.merged:
-            self.peft_model.merge_adapter()
+        if self._fused:
+            return self
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.peft_model.merge_adapter()
+        self._remove_hooks()
+        for name, module in list(self.peft_model.named_modules()):
+            if isinstance(module, BaseTunerLayer) and hasattr(module, "base_layer"):
+                parent_name, _, child = name.rpartition(".")
+                parent = self.peft_model.get_submodule(parent_name)
+                setattr(parent, child, module.base_layer)
+                self._fused.append((parent, child, module))
+        self._install_hooks()
         return self
 
     def unmerge_adapter(self) -> CSPPolicy:
-        if self.merged:
-            self.peft_model.unmerge_adapter()
+        if not self._fused:
+            return self
+        self._swap_lora_wrappers_in()
+        self.peft_model.unmerge_adapter()
         return self
+
+    def _swap_lora_wrappers_in(self) -> None:
+        self._remove_hooks()
+        for parent, child, module in self._fused:
+            setattr(parent, child, module)
+        self._fused = []
+        self._install_hooks()
 
     @property
     def merged(self) -> bool:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        return any(m.merged for m in self.peft_model.modules() if isinstance(m, BaseTunerLayer))
+        return bool(self._fused)
 
     # ------------------------------------------------------------------------------------- hooks
     def _noise_prefix(self, flow: nn.Module, args: tuple, kwargs: dict, outputs: tuple):

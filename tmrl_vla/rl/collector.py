@@ -109,7 +109,9 @@ class DecisionCollector:
         success = self.envs.success.copy()
         ended = self.envs.done.copy()
         next_batch = self._batch(obs)
-        next_cache, next_features = encode(self.csp, next_batch, self.image_grid)  # the true next observation, also at time-out
+        next_cache, next_features = encode(
+            self.csp, next_batch, self.image_grid
+        )  # the true next observation, also at time-out
 
         transitions = Transitions(
             obs=decision.features,
