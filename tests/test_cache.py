@@ -63,3 +63,11 @@ def test_crash_leaves_no_valid_looking_stage_and_resumes_from_partial(tmp_path):
 
 def test_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": (1, 2)}) == config_hash({"b": [1, 2], "a": 1})
+
+
+def test_a_non_main_process_only_runs_the_build(tmp_path):
+    cache = AssetCache(tmp_path)
+    ran = []
+    result = cache.get_or_build("stage", {"a": 1}, lambda work: ran.append(work), log=lambda _: None, is_main=False)
+    assert ran == [result.path.with_name(result.path.name + ".partial")]
+    assert not result.path.exists() and not ran[0].exists()  # no directories, no manifest: the main process's job

@@ -121,3 +121,47 @@ def test_plot_handles_perfect_and_zero_rates(tmp_path):
     }
     plot_base_eval(results, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_recipe_on_two_processes(tmp_path):
+    """The recipe under torchrun with 2 CPU processes: rank 0 builds the assets, both train one policy."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = [
+        "--assets.demos.num_episodes=2",
+        "--assets.bc.steps=3",
+        "--assets.bc.batch_size=4",
+        "--assets.bc.warmup_steps=1",
+        "--assets.eval.episodes=2",
+        "--assets.eval.num_envs=2",
+        "--assets.csp.steps=2",
+        "--assets.csp.batch_size=4",
+        "--assets.csp.warmup_steps=1",
+        "--assets.csp.calibration_batches=1",
+        "--rl.num_envs=2",
+        "--rl.total_decisions=3",
+        "--rl.warmup_decisions=1",
+        "--rl.eval_every=3",
+        "--rl.eval_episodes=2",
+        "--rl.hidden=16",
+        "--rl.num_critics=2",
+        "--rl.sac.utd=1",
+        "--rl.sac.batch_size=4",
+        "--env.episode_length=6",
+        f"--output_dir={tmp_path / 'out'}",
+        f"--cache_dir={tmp_path / 'cache'}",
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(cmd + [str(root / "recipes" / "finetune_pick.py"), *overrides], check=True, env=env, timeout=600)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rl"]["decisions"] == 3 and summary["rl"]["episodes"] > 0
+    marker = json.loads((tmp_path / "out" / "tmrl" / "checkpoints" / f"{3:08d}" / "complete").read_text())
+    assert marker["world_size"] == 2
+    assert TMRLAgent.from_pretrained(summary["rl"]["high_level_policy"]).config.num_envs == 2

@@ -1,4 +1,4 @@
-"""End to end: the README's first command on the embedded default, from an empty cache (~10 minutes)."""
+"""End to end: the README's first command on the embedded default, from an empty cache (~15 minutes)."""
 
 import json
 import os
@@ -23,3 +23,9 @@ def test_finetune_pick_recipe_from_an_empty_cache(tmp_path):
     assert results["in_distribution_swapped_images"]["success_rate"] <= 0.4  # it reads the image
     assert results["finetune_moved_camera"]["success_rate"] <= 0.3  # the fine-tuning task is a real gap
     assert (Path(summary["csp_adapter"]) / "adapter_model.safetensors").exists()
+    rl = summary["rl"]
+    run = tmp_path / "out" / "tmrl"
+    assert rl["decisions"] == 300 and rl["episodes"] > 0 and 0.0 <= rl["final_eval_success"] <= 1.0
+    assert (run / "learning_curve.png").exists() and (Path(rl["high_level_policy"]) / "tmrl_config.json").exists()
+    timings = summary["timings"]
+    print("stage seconds:", json.dumps({**timings["build_seconds_by_stage"], "rl": timings["rl_seconds"]}))

@@ -124,7 +124,9 @@ def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, en
     return cache.get_or_build("base_eval", key, build, log=log)
 
 
-def build_csp_adapter(cache: AssetCache, config: CSPTrainConfig, policy_stage, demos, demo_config, *, log=print):
+def build_csp_adapter(
+    cache: AssetCache, config: CSPTrainConfig, policy_stage, demos, demo_config, *, log=print, is_main: bool = True
+):
     key = {"csp": dataclasses.asdict(config), "policy": policy_stage.hash, "demos": demos.hash}
 
     def build(work: Path) -> dict:
@@ -139,14 +141,33 @@ def build_csp_adapter(cache: AssetCache, config: CSPTrainConfig, policy_stage, d
         metrics.pop("csp")
         return metrics
 
-    return cache.get_or_build("csp_adapter", key, build, log=log)
+    return cache.get_or_build("csp_adapter", key, build, log=log, is_main=is_main)
 
 
 def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) -> Assets:
-    demos = build_demos(cache, config.demos, log=log)
-    policy = build_base_policy(cache, config.bc, demos, config.demos, log=log)
-    evaluation = evaluate_base_policy(cache, config.eval, policy, config.demos.env, log=log)
-    csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=log)
+    """Every stage, built where missing. Under several processes (accelerate, torchrun) call it on
+    all of them: process 0 records the demos, trains and evaluates the base policy while the others
+    wait, then all of them train the CSP adapter together (``train_csp`` is an accelerate trainer)."""
+    from tmrl_vla.rl.distributed import barrier, rank
+
+    main = rank() == 0
+    quiet = log if main else (lambda *_: None)
+
+    def single_process_stages():
+        demos = build_demos(cache, config.demos, log=quiet)
+        policy = build_base_policy(cache, config.bc, demos, config.demos, log=quiet)
+        evaluation = evaluate_base_policy(cache, config.eval, policy, config.demos.env, log=quiet)
+        return demos, policy, evaluation
+
+    if main:
+        demos, policy, evaluation = single_process_stages()
+    barrier()
+    if not main:  # cached now: these only read
+        demos, policy, evaluation = single_process_stages()
+    csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet, is_main=main)
+    barrier()
+    if not main:
+        csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet)
     return Assets(
         demos_root=demos.path / "dataset",
         demos_repo_id=config.demos.repo_id,

@@ -66,11 +66,15 @@ class AssetCache:
         build: Callable[[Path], dict | None],
         *,
         log: Callable[[str], None] = print,
+        is_main: bool = True,
     ) -> StageResult:
         """Return the cached stage, or run ``build(work_dir)`` and publish its result atomically.
 
         ``build`` writes everything into ``work_dir`` (which may already hold a previous attempt's
         files, for resuming) and may return extra fields for the manifest (metrics, timings).
+        A distributed build (every process runs ``build``, e.g. accelerate training) passes
+        ``is_main=False`` on all but one process: those only run ``build`` and touch nothing else;
+        the caller waits for every process before using the returned path.
         """
         final = self.stage_dir(name, config)
         digest = config_hash(config)
@@ -78,6 +82,10 @@ class AssetCache:
             manifest = _read_manifest(path) or {}
             log(f"[cache] {name}: reusing {path}")
             return StageResult(path=path, hash=digest, built=False, seconds=0.0, manifest=manifest)
+        if not is_main:
+            start = time.perf_counter()
+            build(final.with_name(final.name + ".partial"))
+            return StageResult(path=final, hash=digest, built=True, seconds=time.perf_counter() - start, manifest={})
         if final.exists():  # present but invalid (no manifest, or another config's): rebuild
             log(f"[cache] {name}: {final} is incomplete or stale; rebuilding")
             shutil.rmtree(final)

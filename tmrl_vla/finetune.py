@@ -116,25 +116,22 @@ def train(cfg: FinetuneConfig) -> dict:
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-        if uses_default_policy:
-            start = time.perf_counter()
-            assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), log=log)
-            timings["assets_seconds"] = time.perf_counter() - start
-            summary |= {
-                "demos": str(assets.demos_root),
-                "base_policy": str(assets.policy_dir),
-                "base_policy_eval": assets.eval,
-                "csp_adapter": str(assets.csp_dir),
-            }
-            timings["build_seconds_by_stage"] = assets.timings
+    if uses_default_policy:  # every process: the CSP stage trains on all of them
+        start = time.perf_counter()
+        assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), log=log)
+        timings["assets_seconds"] = time.perf_counter() - start
+        timings["build_seconds_by_stage"] = assets.timings
+        summary |= {
+            "demos": str(assets.demos_root),
+            "base_policy": str(assets.policy_dir),
+            "base_policy_eval": assets.eval,
+            "csp_adapter": str(assets.csp_dir),
+        }
+        if state.is_main_process:
             plot_base_eval(assets.eval, out / "base_policy_success.png")
             report_assets(assets, out, log)
-    state.wait_for_everyone()
-    if not uses_default_policy:
+    else:
         summary |= {"base_policy": cfg.policy.path, "csp_adapter": cfg.csp.path}
-    elif not state.is_main_process:  # the other ranks read the paths rank 0 has just built or found
-        assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), log=lambda *_: None)
-        summary |= {"base_policy": str(assets.policy_dir), "csp_adapter": str(assets.csp_dir)}
 
     if not cfg.skip_rl:
         start = time.perf_counter()
