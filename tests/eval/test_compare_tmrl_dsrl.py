@@ -25,6 +25,7 @@ def result(agent, seed, reached, total=400):
         "episodes_to_threshold": reached,
         "total_episodes": total,
         "final_success_recent": 0.5,
+        "training_success_rate": 0.25,
         "final_eval_success": 0.5,
     }
 
@@ -38,6 +39,7 @@ def test_summary_ratio_and_interval():
     lo, hi = s["ratio_ci95"]
     assert lo <= 1 / 3 <= hi and hi < 1  # the seeds do not overlap: the interval excludes 1
     assert s["seeds"] == 3 and "note" not in s
+    assert s["tmrl_training_success_rate"] == pytest.approx(0.25)
 
 
 def test_runs_that_never_reach_the_threshold_are_censored_lower_bounds():
