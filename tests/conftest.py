@@ -74,3 +74,28 @@ def fresh(tiny_policy_and_batch):
     policy, batch = tiny_policy_and_batch
     noise = torch.randn(3, 10, 32, generator=torch.Generator().manual_seed(2))
     return copy.deepcopy(policy), {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}, noise
+
+
+def tiny_rl_config(**overrides):
+    """A TMRL config small enough for a test: 2 envs, tiny critics, a few decisions."""
+    from tmrl_vla.rl.agent import SACConfig
+    from tmrl_vla.rl.trainer import TMRLConfig
+
+    fields = dict(
+        num_envs=2,
+        total_decisions=3,
+        warmup_decisions=1,
+        eval_every=3,
+        eval_episodes=2,
+        save_every=2,
+        hidden=16,
+        num_critics=2,
+        sac=SACConfig(utd=1, batch_size=4),
+    )
+    return TMRLConfig(**(fields | overrides))
+
+
+@pytest.fixture
+def tiny_rl():
+    """``tiny_rl(**overrides)`` -> a test-sized TMRLConfig."""
+    return tiny_rl_config

@@ -1,24 +1,14 @@
 import json
 
+from conftest import tiny_rl_config
+
 from tmrl_vla.assets import AssetsConfig, EvalConfig
 from tmrl_vla.bc import BCConfig
 from tmrl_vla.csp.trainer import CSPTrainConfig
 from tmrl_vla.data.demos import DemoConfig
 from tmrl_vla.finetune import FinetuneConfig, parse_args, train
-from tmrl_vla.rl.agent import SACConfig
-from tmrl_vla.rl.trainer import TMRLConfig
 
-TINY_RL = TMRLConfig(
-    num_envs=2,
-    total_decisions=3,
-    warmup_decisions=1,
-    eval_every=3,
-    eval_episodes=2,
-    save_every=2,
-    hidden=16,
-    num_critics=2,
-    sac=SACConfig(utd=1, batch_size=4),
-)
+TINY_RL = tiny_rl_config()
 
 
 def tiny_preset(tmp_path) -> FinetuneConfig:

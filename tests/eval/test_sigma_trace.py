@@ -21,27 +21,18 @@ def test_summary_splits_sigma_by_gripper_state():
     assert s["successes"] == 1 and s["decisions"] == 5 and s["decisions_gripper_closed"] == 2
 
 
-def test_trace_of_a_saved_agent(tiny_base_policy, tmp_path, capsys):
+def test_trace_of_a_saved_agent(tiny_base_policy, tiny_rl, tmp_path, capsys):
     from tmrl_vla.csp.config import CSPConfig
     from tmrl_vla.csp.policy import CSPPolicy
     from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
     from tmrl_vla.policies import load_lerobot_policy
-    from tmrl_vla.rl.agent import SACConfig
     from tmrl_vla.rl.pretrained import TMRLAgent
-    from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer
+    from tmrl_vla.rl.trainer import TMRLTrainer
 
     policy, pre, post = load_lerobot_policy(tiny_base_policy)
     csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
     adapter = csp.save_pretrained(tmp_path / "adapter")
-    config = TMRLConfig(
-        num_envs=2,
-        total_decisions=2,
-        warmup_decisions=1,
-        eval_every=100,
-        hidden=16,
-        num_critics=2,
-        sac=SACConfig(utd=1, batch_size=4),
-    )
+    config = tiny_rl(total_decisions=2, eval_every=100)
     t = TMRLTrainer(
         config,
         csp=csp,

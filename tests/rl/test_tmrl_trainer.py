@@ -14,22 +14,11 @@ def trainer(tiny_base_policy, out, **overrides):
 
     policy, pre, post = load_lerobot_policy(tiny_base_policy)
     csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
-    fields = (
-        dict(
-            num_envs=2,
-            total_decisions=4,
-            warmup_decisions=2,
-            eval_every=4,
-            eval_episodes=2,
-            save_every=2,
-            hidden=16,
-            num_critics=2,
-            sac=SACConfig(utd=2, batch_size=4),
-        )
-        | overrides
-    )
+    from conftest import tiny_rl_config
+
+    defaults = dict(total_decisions=4, warmup_decisions=2, eval_every=4, sac=SACConfig(utd=2, batch_size=4))
     return TMRLTrainer(
-        TMRLConfig(**fields),
+        tiny_rl_config(**(defaults | overrides)),
         csp=csp,
         preprocessor=pre,
         postprocessor=post,
