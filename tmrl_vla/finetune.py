@@ -50,7 +50,7 @@ def default_rl() -> TMRLConfig:
     from an empty cache on a 2-core CPU (eval/compare_tmrl_dsrl.py runs the long comparison)."""
     return TMRLConfig(
         num_envs=8,
-        total_decisions=300,
+        total_decisions=200,
         warmup_decisions=10,
         updates_per_decision=2,
         eval_every=100,

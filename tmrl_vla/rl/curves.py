@@ -34,9 +34,12 @@ def episodes_to_threshold(rows: list[dict], threshold: float = 0.8, *, min_episo
     return None
 
 
-def plot_learning_curve(runs: dict[str, list | list[list]], path: str | Path, *, threshold: float | None = 0.8) -> None:
+def plot_learning_curve(
+    runs: dict[str, list | list[list]], path: str | Path, *, threshold: float | None = 0.8, min_episodes: int = 10
+) -> None:
     """One line per named run (or one line per seed, in one colour, for a list of runs): rolling
-    training success vs episodes, with evaluation points as markers."""
+    training success vs episodes from ``min_episodes`` on (a rate over 1-2 episodes is noise), with
+    evaluation points as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,8 +53,9 @@ def plot_learning_curve(runs: dict[str, list | list[list]], path: str | Path, *,
         for j, rows in enumerate(seeds):
             if not rows:
                 continue
-            xs = [r["rollout/episodes"] for r in rows]
-            ys = [r["rollout/success_recent"] for r in rows]
+            shown = [r for r in rows if r["rollout/episodes"] >= min_episodes]
+            xs = [r["rollout/episodes"] for r in shown]
+            ys = [r["rollout/success_recent"] for r in shown]
             ax.plot(xs, ys, color=colour, alpha=0.9 if len(seeds) == 1 else 0.45, label=name if j == 0 else None)
             ev = [(r["rollout/episodes"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
             if ev:
