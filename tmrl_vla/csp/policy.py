@@ -101,6 +101,11 @@ class PrefixCache:
 class _Conditioning:
     sigma: torch.Tensor  # (b,)
     context_noise: torch.Tensor | None  # (b, D) tiled, (b, n, D) per token, or None (sampled)
+    # The sigma embedding is the same at every flow step of one call: computed once, on first use.
+    embedding: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.all_zero = bool((self.sigma == 0).all())  # sigma = 0 everywhere: both hooks pass through
 
 
 CSP_CONFIG_FILE = "csp_config.json"
@@ -362,7 +367,7 @@ class CSPPolicy(nn.Module):
         if self._scale_recorder is not None:
             self._record_scales(flow, args, kwargs, outputs)
         call = self._call
-        if call is None or not self._smoothing or bool((call.sigma == 0).all()):
+        if call is None or not self._smoothing or call.all_zero:
             return outputs
         embs, pad_masks, att_masks = outputs
         segments = self.backend.segments(flow, args, kwargs, outputs)
@@ -411,9 +416,11 @@ class CSPPolicy(nn.Module):
 
     def _add_sigma_embedding(self, module: nn.Module, inputs: tuple, output: torch.Tensor):
         call = self._call
-        if call is None or bool((call.sigma == 0).all()):
+        if call is None or call.all_zero:
             return output
-        emb = self.sigma_embedding(call.sigma.to(output.device)).to(output.dtype)  # (b, W)
+        if call.embedding is None:
+            call.embedding = self.sigma_embedding(call.sigma.to(output.device))  # (b, W)
+        emb = call.embedding.to(output.dtype)
         return output + emb.view(emb.shape[0], *([1] * (output.ndim - 2)), emb.shape[-1])
 
     # ------------------------------------------------------------------------------ conditioning
