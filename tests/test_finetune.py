@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from conftest import tiny_rl_config
 
@@ -71,6 +72,9 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):
     assert json.loads((run / "checkpoints" / f"{3:08d}" / "config.json").read_text())["total_decisions"] == 3
     agent = TMRLAgent.from_pretrained(rl["high_level_policy"])
     assert agent.csp_adapter == summary["csp_adapter"] and agent.config.heads == ("z", "y", "eps_c")
+    assert agent.results["episodes"] == rl["episodes"] and "moved_camera" in agent.results["env"]
+    card = (Path(rl["high_level_policy"]) / "README.md").read_text()
+    assert f"{rl['episodes']} training episodes" in card and "last evaluation success" in card
     log = capsys.readouterr().out
     assert "learning_curve.png" in log and "--resume" in log
 

@@ -211,10 +211,12 @@ def run_rl(cfg: FinetuneConfig, policy_path: str, adapter_path: str | None, run_
         return result
     from tmrl_vla.rl.pretrained import TMRLAgent
 
-    agent = TMRLAgent.from_trainer(trainer, base_policy=policy_path, csp_adapter=adapter_path)
-    saved = agent.save_pretrained(run_dir / "high_level_policy")
     rows = read_metrics(trainer.metrics_file)
     evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
+    env_name = f"{cfg.env.type} ({cfg.env.shift or cfg.assets.eval.finetune_shift})"
+    results = {**result, "final_eval_success": evals[-1] if evals else None, "env": env_name}
+    agent = TMRLAgent.from_trainer(trainer, base_policy=policy_path, csp_adapter=adapter_path, results=results)
+    saved = agent.save_pretrained(run_dir / "high_level_policy")
     result |= {
         "final_eval_success": evals[-1] if evals else None,
         "episodes_to_80": episodes_to_threshold(rows, 0.8, min_episodes=cfg.rl.success_window),

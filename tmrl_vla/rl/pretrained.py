@@ -39,13 +39,16 @@ class TMRLAgent:
     base_policy: str | None = None  # path or repo id of the LeRobot policy it steers
     base_weights_hash: str | None = None
     csp_adapter: str | None = None  # path or repo id (None for DSRL)
+    results: dict | None = None  # what training measured (episodes, successes, last evaluation), for the card
 
     @property
     def actor(self):
         return self.agent.actor
 
     @classmethod
-    def from_trainer(cls, trainer, *, base_policy: str | None, csp_adapter: str | None) -> TMRLAgent:
+    def from_trainer(
+        cls, trainer, *, base_policy: str | None, csp_adapter: str | None, results: dict | None = None
+    ) -> TMRLAgent:
         a = trainer.agent.actor.config
         return cls(
             agent=trainer.agent,
@@ -54,6 +57,7 @@ class TMRLAgent:
             base_policy=base_policy,
             base_weights_hash=trainer.collector.csp.base_hash,
             csp_adapter=csp_adapter if trainer.config.agent == "tmrl" else None,
+            results=results,
         )
 
     def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:
@@ -69,6 +73,7 @@ class TMRLAgent:
             "widths": self.widths,
             "base_policy": {"name_or_path": self.base_policy, "weights_hash": self.base_weights_hash},
             "csp_adapter": self.csp_adapter,
+            "results": self.results,
             "versions": library_versions(),
         }
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -100,6 +105,7 @@ class TMRLAgent:
             base_policy=meta["base_policy"]["name_or_path"],
             base_weights_hash=recorded,
             csp_adapter=meta["csp_adapter"],
+            results=meta.get("results"),
         )
 
     @torch.no_grad()
@@ -135,6 +141,20 @@ class TMRLAgent:
             utd=c.sac.utd,
             gamma=c.sac.gamma,
             n_exec=c.n_exec,
+            results=_describe_results(meta.get("results")),
             versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         )
         update_card(directory / "README.md", section)
+
+
+def _describe_results(results: dict | None) -> str:
+    if not results:
+        return "not recorded"
+    parts = []
+    if "episodes" in results:
+        parts.append(f"{results['episodes']} training episodes, {results.get('successes', '?')} successes")
+    if results.get("final_eval_success") is not None:
+        parts.append(f"last evaluation success {results['final_eval_success']:.2f}")
+    if results.get("env"):
+        parts.append(f"env {results['env']}")
+    return "; ".join(parts) or "not recorded"
