@@ -2,6 +2,10 @@
 
     python eval/compare_tmrl_dsrl.py                      # 5 seeds each, the embedded default (slow)
     python eval/compare_tmrl_dsrl.py --seeds 3 --decisions 400 --jobs 2
+    python eval/compare_tmrl_dsrl.py --rl.image_grid=2 --rl.success_buffer=true --out outputs/cmp_grid
+
+Any further ``--rl.*`` argument is a recipe override (as in ``recipes/finetune_pick.py``) applied to
+both agents' preset.
 
 Both agents run the recipe's RL stage (``tmrl_vla.finetune.run_rl``) with the same preset, one
 seed at a time per job, each job in its own process with one thread. Runs resume from their
@@ -116,9 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--adapter", default=None, help="its CSP adapter (default: the embedded one)")
     parser.add_argument("--episode-length", type=int, default=None, help="override the env's (tests)")
     parser.add_argument("--tiny", action="store_true", help="tiny critics and batches (tests)")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    if any(not o.startswith("--rl.") for o in overrides):
+        parser.error(f"unknown arguments {overrides}: only --rl.* recipe overrides are passed through")
 
-    from tmrl_vla.finetune import EnvSpec, FinetuneConfig, default_rl
+    from tmrl_vla.finetune import EnvSpec, FinetuneConfig, default_rl, parse_args
     from tmrl_vla.rl.agent import SACConfig
 
     out = Path(args.out)
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
         rl = dataclasses.replace(
             rl, hidden=16, num_critics=2, warmup_decisions=1, eval_episodes=2, sac=SACConfig(utd=1, batch_size=4)
         )
+    if overrides:  # on top of this script's preset, e.g. --rl.image_grid=2
+        rl = parse_args(dataclasses.replace(preset, rl=rl), overrides).rl
     env = EnvSpec(episode_length=args.episode_length)
     jobs = []
     for seed in range(args.seeds):

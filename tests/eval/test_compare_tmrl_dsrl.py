@@ -74,12 +74,15 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tmp_path, capsys):
         "6",
         "--out",
         str(tmp_path / "cmp"),
+        "--rl.image_grid=2",
     ]
     compare.main(args)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) >= {"tmrl_episodes_to_80", "dsrl_episodes_to_80", "ratio", "ratio_ci95", "seeds"}
     assert last["seeds"] == 2 and not math.isnan(last["ratio"])
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "cmp" / "tmrl" / "seed0" / "checkpoints" / f"{2:08d}" / "config.json").read_text())
+    assert saved["image_grid"] == 2  # the pass-through override reached the runs
     for agent in ("tmrl", "dsrl"):
         for seed in (0, 1):
             rows = (tmp_path / "cmp" / agent / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
