@@ -36,12 +36,16 @@ def test_smoke_then_resume_continues_where_it_stopped(tiny_base_policy, tmp_path
     assert "critic/loss" not in rows[1] and "critic/loss" in rows[2]  # updates start after the warm-up
     assert 0.0 <= rows[3]["eval/success_rate"] <= 1.0
     seed_after = t.collector.next_seed
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"decision": 5, "rollout/epis')  # a row torn by a crash mid-write
 
     resumed = trainer(tiny_base_policy, tmp_path, total_decisions=6)
     assert resumed.decision == 4 and len(resumed.replay) == 8 and resumed.collector.next_seed == seed_after
     resumed.train()
     resumed.close()
     assert resumed.decision == 6 and len(resumed.replay) == 12 and resumed.replay.total_added == 12
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_from_another_config_names_the_fields(tiny_base_policy, tmp_path):

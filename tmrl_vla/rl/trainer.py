@@ -87,27 +87,11 @@ def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: in
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 
+    shared = dict(obs_dim=obs_dim, action_dim=action_dim, embed_dim=embed_dim, heads=config.heads, hidden=config.hidden)
     actor = HighLevelPolicy(
-        HighLevelConfig(
-            obs_dim=obs_dim,
-            action_dim=action_dim,
-            embed_dim=embed_dim,
-            heads=config.heads,
-            hidden=config.hidden,
-            init_temperature=config.init_temperature,
-            target_entropy=dict(config.target_entropy),
-        )
+        HighLevelConfig(**shared, init_temperature=config.init_temperature, target_entropy=dict(config.target_entropy))
     )
-    critics = CriticEnsemble(
-        CriticConfig(
-            obs_dim=obs_dim,
-            action_dim=action_dim,
-            embed_dim=embed_dim,
-            heads=config.heads,
-            hidden=config.hidden,
-            num_critics=config.num_critics,
-        )
-    )
+    critics = CriticEnsemble(CriticConfig(**shared, num_critics=config.num_critics))
     return SACAgent(actor, critics, config.sac)
 
 
@@ -180,7 +164,7 @@ class TMRLTrainer:
         self.decision = 0
         self.episodes = 0  # all processes together
         self.successes = 0
-        latest = self.latest_checkpoint()
+        latest = latest_checkpoint(self.out_dir)
         if latest is None and self.is_main:
             self.metrics_file.unlink(missing_ok=True)  # rows of an attempt that never reached a checkpoint
         if latest is not None:
@@ -307,9 +291,6 @@ class TMRLTrainer:
         return wins / done
 
     # ----------------------------------------------------------------------------- checkpoints
-    def latest_checkpoint(self) -> Path | None:
-        return latest_checkpoint(self.out_dir)
-
     def _state(self) -> dict:
         a = self.agent
         return {
@@ -354,8 +335,7 @@ class TMRLTrainer:
         if self.is_main:
             (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
             (directory / "complete").write_text(json.dumps({"decision": self.decision, "world_size": self.world}))
-            done = sorted(p for p in self.checkpoints.iterdir() if p.name.isdigit() and (p / "complete").exists())
-            for old in done[:-2]:
+            for old in complete_checkpoints(self.out_dir)[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier()
         return directory
@@ -390,17 +370,23 @@ class TMRLTrainer:
         self.decision, self.episodes, self.successes = state["decision"], state["episodes"], state["successes"]
         self.recent.extend(state["recent"])
         if self.is_main and self.metrics_file.exists():  # drop rows logged after this checkpoint
-            rows = self.metrics_file.read_text().splitlines()
-            kept = [r for r in rows if json.loads(r)["decision"] <= self.decision]
-            self.metrics_file.write_text("".join(r + "\n" for r in kept))
+            from tmrl_vla.rl.curves import read_metrics  # skips a row torn by a crash mid-write
+
+            kept = [r for r in read_metrics(self.metrics_file) if r["decision"] <= self.decision]
+            self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A run's checkpoint directories whose ``complete`` marker exists, oldest first."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    if not checkpoints.is_dir():
+        return []
+    return sorted(p for p in checkpoints.iterdir() if p.name.isdigit() and (p / "complete").exists())
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint directory of a run whose ``complete`` marker exists."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    if not checkpoints.is_dir():
-        return None
-    done = sorted(p for p in checkpoints.iterdir() if p.name.isdigit() and (p / "complete").exists())
+    """The newest complete checkpoint directory of a run, or None."""
+    done = complete_checkpoints(run_dir)
     return done[-1] if done else None
 
 
