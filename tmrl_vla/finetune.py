@@ -155,18 +155,22 @@ def report_assets(assets, out: Path, log) -> None:
     log(f"base report:  {out / 'base_policy_success.png'}")
 
 
+def finetune_shift(cfg: FinetuneConfig) -> str:
+    return cfg.env.shift or cfg.assets.eval.finetune_shift
+
+
 def make_env_factory(cfg: FinetuneConfig):
-    """A no-argument env factory for the fine-tuning task."""
+    """A no-argument env factory for the fine-tuning task (errors for an unknown type or shift come
+    from the first env it builds)."""
     from tmrl_vla.envs import make_env
 
     kwargs = {}
     if cfg.env.type == "so100_pick_cube":
-        kwargs["shift"] = cfg.env.shift or cfg.assets.eval.finetune_shift
+        kwargs["shift"] = finetune_shift(cfg)
         if cfg.env.episode_length is not None:
             kwargs["episode_length"] = cfg.env.episode_length
     elif cfg.env.shift is not None or cfg.env.episode_length is not None:
         raise ValueError(f"--env.shift and --env.episode_length apply to so100_pick_cube only, not {cfg.env.type!r}")
-    make_env(cfg.env.type, **kwargs).close()  # fail early on an unknown type or a bad shift
     return lambda: make_env(cfg.env.type, **kwargs)
 
 
@@ -186,11 +190,12 @@ def run_rl(cfg: FinetuneConfig, policy_path: str, adapter_path: str | None, run_
         csp = CSPPolicy.from_base(policy)  # no adapter: exactly the BC policy at sigma = 0
     csp.merge_adapter()  # frozen from here on: merged LoRA costs nothing per call
     make_env = make_env_factory(cfg)
-    probe = make_env()
+    probe = make_env()  # fails early on an unknown env type or shift, and checks the cameras
     check_image_resolution(policy.config, probe.observation_space)
     probe.close()
+    task = f"{cfg.env.type} ({finetune_shift(cfg)})"
     log(
-        f"\n[{cfg.rl.agent}] fine-tuning on {cfg.env.type} ({cfg.env.shift or cfg.assets.eval.finetune_shift}), "
+        f"\n[{cfg.rl.agent}] fine-tuning on {task}, "
         f"{cfg.rl.total_decisions} decisions x {cfg.rl.num_envs} envs per process -> {run_dir}"
     )
     trainer = TMRLTrainer(
@@ -213,12 +218,11 @@ def run_rl(cfg: FinetuneConfig, policy_path: str, adapter_path: str | None, run_
 
     rows = read_metrics(trainer.metrics_file)
     evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
-    env_name = f"{cfg.env.type} ({cfg.env.shift or cfg.assets.eval.finetune_shift})"
-    results = {**result, "final_eval_success": evals[-1] if evals else None, "env": env_name}
+    result["final_eval_success"] = evals[-1] if evals else None
+    results = {**result, "env": task}
     agent = TMRLAgent.from_trainer(trainer, base_policy=policy_path, csp_adapter=adapter_path, results=results)
     saved = agent.save_pretrained(run_dir / "high_level_policy")
     result |= {
-        "final_eval_success": evals[-1] if evals else None,
         "episodes_to_80": episodes_to_threshold(rows, 0.8, min_episodes=cfg.rl.success_window),
         "metrics": str(trainer.metrics_file),
         "learning_curve": str(run_dir / "learning_curve.png"),
