@@ -213,15 +213,11 @@ class CSPPolicy(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        fused = [entry[:2] for entry in self._fused]
-        if fused:  # the LoRA weights live in the swapped-out wrappers: put them back to save them
-            for parent, child, module in self._fused:
-                setattr(parent, child, module)
+        self._place_lora_wrappers(True)  # while merged, the LoRA weights live in the swapped-out wrappers
         try:
             self.peft_model.save_pretrained(directory)
         finally:
-            for (parent, child), (_, _, module) in zip(fused, self._fused, strict=True):
-                setattr(parent, child, module.base_layer)
+            self._place_lora_wrappers(False)
         save_file(
             {k: v.contiguous() for k, v in self.sigma_embedding.state_dict().items()}, directory / SIGMA_EMBEDDING_FILE
         )
@@ -334,29 +330,29 @@ class CSPPolicy(nn.Module):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         self.peft_model.merge_adapter()
-        self._remove_hooks()
         for name, module in list(self.peft_model.named_modules()):
             if isinstance(module, BaseTunerLayer) and hasattr(module, "base_layer"):
                 parent_name, _, child = name.rpartition(".")
-                parent = self.peft_model.get_submodule(parent_name)
-                setattr(parent, child, module.base_layer)
-                self._fused.append((parent, child, module))
+                self._fused.append((self.peft_model.get_submodule(parent_name), child, module))
+        self._remove_hooks()  # the sigma hook sits on an adapted layer: reinstall it on what takes its place
+        self._place_lora_wrappers(False)
         self._install_hooks()
         return self
 
     def unmerge_adapter(self) -> CSPPolicy:
         if not self._fused:
             return self
-        self._swap_lora_wrappers_in()
+        self._remove_hooks()
+        self._place_lora_wrappers(True)
+        self._fused = []
+        self._install_hooks()
         self.peft_model.unmerge_adapter()
         return self
 
-    def _swap_lora_wrappers_in(self) -> None:
-        self._remove_hooks()
+    def _place_lora_wrappers(self, wrapped: bool) -> None:
+        """Put each swapped-out PEFT wrapper (``wrapped``) or its merged base layer into the model."""
         for parent, child, module in self._fused:
-            setattr(parent, child, module)
-        self._fused = []
-        self._install_hooks()
+            setattr(parent, child, module if wrapped else module.base_layer)
 
     @property
     def merged(self) -> bool:
