@@ -32,12 +32,12 @@ def trace(
     from tmrl_vla.rl.collector import DecisionCollector
     from tmrl_vla.rl.pretrained import TMRLAgent
 
-    meta = TMRLAgent.from_pretrained(agent_dir)
-    policy, pre, post = load_lerobot_policy(meta.base_policy)
+    agent = TMRLAgent.from_pretrained(agent_dir)
+    policy, pre, post = load_lerobot_policy(agent.base_policy)
     # DSRL agents carry no adapter: their policy is the plain BC one (sigma stays 0)
-    adapter = meta.csp_adapter
+    adapter = agent.csp_adapter
     csp = CSPPolicy.from_pretrained(adapter, base=policy) if adapter else CSPPolicy.from_base(policy)
-    agent = TMRLAgent.from_pretrained(agent_dir, csp=csp)  # checks the base matches
+    agent.check_base(csp, source=agent_dir)
     extra = {"episode_length": episode_length} if episode_length else {}
     envs = BatchedEnv(lambda: PickCubeEnv(PickCubeConfig.with_shift(shift, **extra)), episodes)
     collector = DecisionCollector(

@@ -91,14 +91,9 @@ class TMRLAgent:
         meta = json.loads((path / CONFIG_FILE).read_text())
         config = _config_from_dict(meta["tmrl"])
         recorded = meta["base_policy"]["weights_hash"]
-        if csp is not None and recorded is not None and csp.base_hash != recorded:
-            raise ValueError(
-                f"The agent in {path_or_repo_id} was trained on base policy {meta['base_policy']['name_or_path']!r} "
-                f"(weights {recorded}) but is being attached to weights {csp.base_hash}"
-            )
         agent = build_agent(config, **meta["widths"])
         agent.load_state_dict(load_file(path / WEIGHTS_FILE))
-        return cls(
+        loaded = cls(
             agent=agent,
             config=config,
             widths=meta["widths"],
@@ -107,6 +102,17 @@ class TMRLAgent:
             csp_adapter=meta["csp_adapter"],
             results=meta.get("results"),
         )
+        if csp is not None:
+            loaded.check_base(csp, source=path_or_repo_id)
+        return loaded
+
+    def check_base(self, csp, *, source: object = "this agent") -> None:
+        """Raise unless ``csp`` wraps the base policy this agent was trained on (by weights hash)."""
+        if self.base_weights_hash is not None and csp.base_hash != self.base_weights_hash:
+            raise ValueError(
+                f"The agent in {source} was trained on base policy {self.base_policy!r} "
+                f"(weights {self.base_weights_hash}) but is being attached to weights {csp.base_hash}"
+            )
 
     @torch.no_grad()
     def act(self, features: torch.Tensor, *, deterministic: bool = True) -> dict[str, torch.Tensor]:
