@@ -12,20 +12,14 @@ the ratio against plain PEFT LoRA sampling (the LoRA's own cost removed).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from benchlib import csp_and_plain_lora, interleaved_medians, tiny_policy_and_batch
+from benchlib import csp_and_plain_lora, interleaved_medians, latency_args, tiny_policy_and_batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = latency_args(__doc__)
 
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.decision import decide
@@ -33,7 +27,7 @@ def main() -> None:
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
     csp.merge_adapter()
-    actor = HighLevelPolicy(HighLevelConfig(obs_dim=2 * csp.embed_width + 6, action_dim=6, embed_dim=csp.embed_width))
+    actor = HighLevelPolicy(HighLevelConfig(obs_dim=csp.feature_width() + 6, action_dim=6, embed_dim=csp.embed_width))
     noise = torch.randn(args.batch, 10, 32)
     med = interleaved_medians(
         {

@@ -14,25 +14,18 @@ against plain PEFT LoRA, i.e. the cost of the hooks alone).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from benchlib import csp_and_plain_lora, interleaved_medians, tiny_policy_and_batch
+from benchlib import calibrated_csp, csp_and_plain_lora, interleaved_medians, latency_args, tiny_policy_and_batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = latency_args(__doc__)
 
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
-    merged, _ = csp_and_plain_lora(policy, batch)
-    merged.merge_adapter()
+    merged = calibrated_csp(policy, batch).merge_adapter()
     noise = torch.randn(args.batch, 10, 32)
     expected = policy.predict_action_chunk(dict(batch), noise=noise)
     if not torch.equal(merged.predict_action_chunk(dict(batch), sigma=0.0, noise=noise), expected):

@@ -31,15 +31,33 @@ def tiny_policy_and_batch(batch_size: int):
     return policy, batch
 
 
-def csp_and_plain_lora(policy, batch):
-    """The CSP wrapper of a copy of ``policy`` and, for reference, the same LoRA under plain PEFT."""
-    from peft import LoraConfig, get_peft_model
+def latency_args(description: str):
+    """The latency benchmarks' shared options (``--repeats``, ``--batch``, ``--threads``), threads applied."""
+    import argparse
 
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def calibrated_csp(policy, batch):
+    """The CSP wrapper of a copy of ``policy``, its noise scale calibrated on ``batch``, in eval mode."""
     from tmrl_vla.csp.policy import CSPPolicy
 
     csp = CSPPolicy.from_base(copy.deepcopy(policy))
     csp.calibrate_segment_scales([batch])
-    csp.eval()
+    return csp.eval()
+
+
+def csp_and_plain_lora(policy, batch):
+    """The CSP wrapper of a copy of ``policy`` and, for reference, the same LoRA under plain PEFT."""
+    from peft import LoraConfig, get_peft_model
+
+    csp = calibrated_csp(policy, batch)
     lora = get_peft_model(
         copy.deepcopy(policy), LoraConfig(r=csp.config.lora_r, target_modules=csp.backend.default_lora_targets())
     )
