@@ -217,5 +217,23 @@ def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_pa
 
     resumed = trainer(tiny_base_policy, tmp_path, total_decisions=3, eval_every=100, success_buffer=True)
     assert len(resumed.success_replay) == len(t.success_replay)
-    assert [len(r) for r in resumed.open_episodes] == [len(r) for r in t.open_episodes]
+    # The resumed run starts fresh episodes: the interrupted ones can no longer succeed.
+    assert any(t.open_episodes) and not any(resumed.open_episodes)
+    resumed.close()
+
+
+def test_n_step_rows_reach_the_replay_and_a_resume_loses_none(tiny_base_policy, tmp_path):
+    import torch
+
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=3, save_every=3, n_step=2)
+    t.train()
+    t.close()
+    steps = t.replay.steps[: len(t.replay)]
+    assert steps.max() == 2 and steps.min() == 1  # full n-step rows, and shorter ones at episode ends
+    waiting = sum(len(p) for p in t.nstep.pending)
+    assert t.replay.total_added + waiting == 3 * 2  # every decision of both envs is in one place or the other
+    assert waiting > 0  # episodes of 6 steps, 5 per decision: the third decision's rows still wait
+    resumed = trainer(tiny_base_policy, tmp_path, total_decisions=3, save_every=3, n_step=2)
+    assert resumed.replay.total_added == 3 * 2  # the interrupted episodes' rows were flushed, not lost
+    assert torch.equal(resumed.replay.obs[: t.replay.total_added], t.replay.obs[: t.replay.total_added])
     resumed.close()

@@ -101,15 +101,27 @@ class HighLevelPolicy(nn.Module):
         return out
 
     def sample(
-        self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        noise: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Actions in [-1, 1] per head (b, dim) and their log-probs per head (b,) (reparameterised)."""
+        """Actions in [-1, 1] per head (b, dim) and their log-probs per head (b,) (reparameterised).
+
+        ``noise``: the standard-normal draws to use per head (b, dim) instead of fresh ones, e.g.
+        draws held for a whole episode (temporally consistent exploration, see the collector).
+        """
         actions, log_probs = {}, {}
         for name, (mean, log_std) in self.distribution(obs).items():
             if deterministic:
                 u = mean
             else:
-                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                if noise is not None:
+                    eps = noise[name].to(device=mean.device, dtype=mean.dtype)
+                else:
+                    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
                 u = mean + log_std.exp() * eps
             actions[name] = torch.tanh(u)
             log_probs[name] = tanh_gaussian_log_prob(u, mean, log_std)

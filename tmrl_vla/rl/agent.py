@@ -75,7 +75,9 @@ class SACAgent(nn.Module):
             backup_logp = None
             if cfg.entropy_backup:  # one alpha per head, so the bonus is a per-head sum
                 backup_logp = sum(alphas[h] * lp for h, lp in next_logp.items())
-            target = td_target(batch["reward"], batch["done"], next_q, cfg.gamma, next_log_prob=backup_logp, alpha=1.0)
+            # an n-step row discounts its bootstrap by gamma ** (decisions it spans)
+            gamma = cfg.gamma ** batch["steps"] if "steps" in batch else cfg.gamma
+            target = td_target(batch["reward"], batch["done"], next_q, gamma, next_log_prob=backup_logp, alpha=1.0)
         q = self.critics(batch["obs"], _head_actions(batch))
         loss = critic_loss(q, target)
         self.critic_opt.zero_grad(set_to_none=True)

@@ -7,6 +7,12 @@ Rules (TMRL paper, section 3, and the reference code's known bug, fixed):
 * ``done`` is 1 only on success; a time-out is not terminal, so its value bootstraps;
 * the stored next observation is the env's *true* last observation, also at a time-out; only then is
   the env reset (the reference buffer stored the next episode's reset observation instead);
+* exploration is per decision (fresh noise for every head at every decision) or per episode
+  (``exploration="episode"``: each env draws its heads' standard-normal noise when its episode
+  starts and keeps it until the episode ends; the policy's mean still follows the state). Why: on
+  the pick task, a fixed (z, sigma) held for a whole episode can succeed far more often than the
+  same values mixed with others from one chunk to the next, so i.i.d. noise rarely shows the critic
+  what a good choice does; noise held per episode does (measured: see the README);
 * every observation is encoded once: the next observation's prefix and features are kept and reused
   by the following decision; after a decision in which some env finished (and was reset), the
   whole batch is encoded afresh once.
@@ -49,8 +55,13 @@ class DecisionCollector:
         z_scale: float = 1.0,
         seed: int = 0,
         image_grid: int = 1,
+        exploration: str = "decision",
     ) -> None:
+        if exploration not in ("decision", "episode"):
+            raise ValueError(f"exploration must be 'decision' or 'episode', got {exploration!r}")
         self.envs, self.csp, self.actor = envs, csp, actor
+        self.exploration = exploration
+        self.held_noise: dict[str, torch.Tensor] | None = None  # (num_envs, dim) per head, per episode
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
         self.n_exec, self.z_scale, self.image_grid = n_exec, z_scale, image_grid
         self.next_seed = seed
@@ -79,6 +90,17 @@ class DecisionCollector:
     def reset(self) -> None:
         self._obs = self.envs.reset(self._seeds(self.envs.num_envs))
         self._encoded = None
+        if self.exploration == "episode":
+            self.held_noise = {h: self._draw(self.envs.num_envs, h) for h in self.actor.config.heads}
+
+    def _draw(self, n: int, head: str) -> torch.Tensor:
+        return torch.randn(n, self.actor.config.head_dim(head), generator=self.generator)
+
+    def _renew_noise(self, index: int) -> None:
+        """A new episode in env ``index`` gets new held exploration noise."""
+        if self.held_noise is not None:
+            for h, noise in self.held_noise.items():
+                noise[index] = self._draw(1, h)[0]
 
     @torch.no_grad()
     def step(self, *, uniform: bool = False, deterministic: bool = False) -> Transitions:
@@ -96,6 +118,7 @@ class DecisionCollector:
             generator=self.generator,
             encoded=self._encoded,
             image_grid=self.image_grid,
+            noise=self.held_noise,
         )
         chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (b, chunk, A) in joint units
         n = self.envs.num_envs
@@ -128,6 +151,7 @@ class DecisionCollector:
         if ended.any():
             for i in np.flatnonzero(ended):
                 obs = self.envs.reset_one(int(i), self._seeds(1)[0])
+                self._renew_noise(int(i))
             self._obs, self._encoded = obs, None  # reset envs changed: encode afresh next time
         else:
             self._obs, self._encoded = obs, (next_cache, next_features)

@@ -33,6 +33,13 @@ class CriticConfig:
     num_layers: int = 2
     sigma_features: int = 16  # sinusoidal features of sigma
     eps_c_proj: int = 64  # 0 feeds eps_c raw
+    # Every critic's output layer starts at zero, so every Q starts at 0, the value of a task whose
+    # rewards are 0 until a success. With the usual random init each critic starts at about +-0.3,
+    # and the min over target critics turns that spread into a pessimistic bias that the bootstrap
+    # feeds back: offline on a 2400-transition pick-task replay (8 successes), Q over the data sat at
+    # -0.18 after 2000 updates and successful transitions only reached 0.55, vs -0.03 and 0.72
+    # after 1000 updates with zero init. The critics still differ through their hidden layers.
+    zero_init_output: bool = True
 
     def __post_init__(self) -> None:
         if self.num_critics < 1 or self.num_layers < 1:
@@ -77,6 +84,10 @@ class CriticEnsemble(nn.Module):
             if i < len(sizes) - 2:
                 self.ln_gain.append(nn.Parameter(torch.ones(n, 1, sizes[i + 1])))
                 self.ln_bias.append(nn.Parameter(torch.zeros(n, 1, sizes[i + 1])))
+        if config.zero_init_output:
+            with torch.no_grad():
+                self.weights[-1].zero_()
+                self.biases[-1].zero_()
         self.eps_c_proj = (
             nn.Linear(config.embed_dim, config.eps_c_proj) if "eps_c" in config.heads and config.eps_c_proj else None
         )

@@ -55,8 +55,19 @@ def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1) -> tuple:
     return cache, observation_features(csp, cache, batch, image_grid)
 
 
-def random_heads(actor: HighLevelPolicy, batch_size: int, generator: torch.Generator | None = None):
-    """Uniform actions in [-1, 1] for every head (warm-up decisions); log-probs are not defined."""
+def random_heads(
+    actor: HighLevelPolicy,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    noise: dict[str, torch.Tensor] | None = None,
+):
+    """Uniform actions in [-1, 1] for every head (warm-up decisions); log-probs are not defined.
+
+    ``noise``: standard-normal draws per head to map through the normal CDF instead of fresh uniform
+    ones, so that a draw held over an episode gives a held uniform action.
+    """
+    if noise is not None:
+        return {h: torch.special.ndtr(noise[h]) * 2 - 1 for h in actor.config.heads}, {}
     actions = {
         h: torch.rand(batch_size, actor.config.head_dim(h), generator=generator) * 2 - 1 for h in actor.config.heads
     }
@@ -75,15 +86,17 @@ def decide(
     generator: torch.Generator | None = None,
     encoded: tuple | None = None,
     image_grid: int = 1,
+    noise: dict[str, torch.Tensor] | None = None,
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
-    transition's next observation; ``uniform``: warm-up decision with uniform random heads."""
+    transition's next observation; ``uniform``: warm-up decision with uniform random heads;
+    ``noise``: the heads' standard-normal exploration draws (fresh ones when None)."""
     cache, features = encoded if encoded is not None else encode(csp, batch, image_grid)
     b = features.shape[0]
     if uniform:
-        actions, log_probs = random_heads(actor, b, generator)
+        actions, log_probs = random_heads(actor, b, generator, noise)
     else:
-        actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator)
+        actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator, noise=noise)
     config = csp.base_policy.config
     noise = latent_to_noise(actions["z"], config.chunk_size, config.max_action_dim, z_scale)
     sigma = sigma_from_y(actions["y"]) if "y" in actions else torch.zeros(b)

@@ -2,7 +2,9 @@
 
 One row per decision: observation features, the head actions taken, the reward summed over the
 executed steps, ``done`` (success only) and the *true* next observation features, also at a
-time-out (the reference code stored the next episode's reset observation there; we do not).
+time-out (the reference code stored the next episode's reset observation there; we do not). With
+n-step returns (:mod:`tmrl_vla.rl.nstep`) the reward is the discounted sum over the decisions a row
+spans and ``steps`` says how many (1 for one-step rows).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class ReplayBuffer:
         self.actions = {h: torch.zeros(capacity, d) for h, d in head_dims.items()}
         self.reward = torch.zeros(capacity)
         self.done = torch.zeros(capacity)
+        self.steps = torch.ones(capacity)
         self.size = 0
         self.ptr = 0
         self.total_added = 0
@@ -37,8 +40,9 @@ class ReplayBuffer:
         reward: torch.Tensor,
         done: torch.Tensor,
         next_obs: torch.Tensor,
+        steps: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch of b transitions (wrapping around when full)."""
+        """Add a batch of b transitions (wrapping around when full); ``steps`` defaults to 1 per row."""
         b = obs.shape[0]
         if set(actions) != set(self.actions):
             raise ValueError(f"actions must have heads {sorted(self.actions)}, got {sorted(actions)}")
@@ -49,6 +53,7 @@ class ReplayBuffer:
             self.actions[h][idx] = a.detach().cpu().float()
         self.reward[idx] = reward.detach().cpu().float()
         self.done[idx] = done.detach().cpu().float()
+        self.steps[idx] = 1.0 if steps is None else steps.detach().cpu().float()
         self.ptr = int((self.ptr + b) % self.capacity)
         self.size = min(self.size + b, self.capacity)
         self.total_added += b
@@ -62,6 +67,7 @@ class ReplayBuffer:
             "next_obs": self.next_obs[idx],
             "reward": self.reward[idx],
             "done": self.done[idx],
+            "steps": self.steps[idx],
             **{f"action/{h}": a[idx] for h, a in self.actions.items()},
         }
 
@@ -74,6 +80,7 @@ class ReplayBuffer:
             "actions": {h: (a[:n] if n < self.capacity else a).clone() for h, a in self.actions.items()},
             "reward": self.reward[:n].clone() if n < self.capacity else self.reward.clone(),
             "done": self.done[:n].clone() if n < self.capacity else self.done.clone(),
+            "steps": self.steps[:n].clone() if n < self.capacity else self.steps.clone(),
             "size": self.size,
             "ptr": self.ptr,
             "total_added": self.total_added,
@@ -89,6 +96,7 @@ class ReplayBuffer:
             self.actions[h][:n] = state["actions"][h]
         self.reward[:n] = state["reward"]
         self.done[:n] = state["done"]
+        self.steps[:n] = state.get("steps", 1.0)  # 1.0: saved before n-step returns existed
         self.size, self.ptr, self.total_added = state["size"], state["ptr"], state["total_added"]
 
     def save(self, path: str | Path) -> None:

@@ -15,14 +15,15 @@ def td_target(
     reward: torch.Tensor,
     done: torch.Tensor,
     next_q: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     *,
     next_log_prob: torch.Tensor | None = None,
     alpha: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """r + (1 - done) * gamma * (min over the target ensemble - alpha * log pi), shape (b,).
 
-    next_q: (N, b) from the target critics at (s', a' ~ pi(s')). Pass ``next_log_prob`` (b,) to put
+    next_q: (N, b) from the target critics at (s', a' ~ pi(s')); gamma: a float, or (b,) per row
+    (gamma ** n for n-step rows). Pass ``next_log_prob`` (b,) to put
     the entropy bonus in the backup; leave it None to back up the plain min-Q.
     """
     soft = next_q.min(dim=0).values

@@ -31,6 +31,7 @@ import torch
 
 from tmrl_vla.rl.agent import SACAgent, SACConfig
 from tmrl_vla.rl.distributed import NonFiniteLossError, all_reduce_sum, barrier, broadcast_module, rank, world_size
+from tmrl_vla.rl.nstep import NStepReturns
 
 EVAL_SEED = 4_000_000_000  # evaluation episodes' seeds start here, far from every training seed
 
@@ -46,6 +47,11 @@ class TMRLConfig:
     warmup_decisions: int = 25  # uniform random heads, before any update
     updates_per_decision: int = 1  # agent.update() calls per collected decision batch (each runs sac.utd critic steps)
     n_exec: int = 5
+    # Decisions per TD target (tmrl_vla.rl.nstep): 1 is one-step SAC.
+    n_step: int = 1
+    # "decision": fresh exploration noise for every head at every decision (SAC as usual);
+    # "episode": each env holds its heads' noise (and its warm-up draws) for a whole episode.
+    exploration: Literal["decision", "episode"] = "decision"
     # Image tokens in the RL observation: 1 = their mean; g = averaged on a g x g grid per camera
     # (keeps coarse position, which the mean loses).
     image_grid: int = 1
@@ -79,8 +85,27 @@ class TMRLConfig:
             raise ValueError(f"agent must be 'tmrl' or 'dsrl', got {self.agent!r}")
         if self.tmrl_heads is not None and ("z" not in self.tmrl_heads or "y" not in self.tmrl_heads):
             raise ValueError(f"TMRL needs the 'z' and 'y' heads (eps_c is optional), got {self.tmrl_heads}")
+        if self.n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {self.n_step}")
+        if self.exploration not in ("decision", "episode"):
+            raise ValueError(f"exploration must be 'decision' or 'episode', got {self.exploration!r}")
         if min(self.num_envs, self.total_decisions, self.eval_every, self.save_every, self.success_window) < 1:
             raise ValueError("num_envs, total_decisions, eval_every, save_every and success_window must be >= 1")
+
+
+def _row(value, k: int):
+    return {h: a[k] for h, a in value.items()} if isinstance(value, dict) else value[k]
+
+
+def _stack_rows(rows: list[dict]) -> dict:
+    return {
+        key: (
+            {h: torch.stack([r[key][h] for r in rows]) for h in rows[0][key]}
+            if isinstance(rows[0][key], dict)
+            else torch.stack([r[key] for r in rows])
+        )
+        for key in rows[0]
+    }
 
 
 def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: int) -> SACAgent:
@@ -153,11 +178,13 @@ class TMRLTrainer:
             z_scale=config.z_scale,
             seed=rank_seed,
             image_grid=config.image_grid,
+            exploration=config.exploration,
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
         self.success_replay = ReplayBuffer(config.replay_capacity, obs_dim, heads) if config.success_buffer else None
         self.sampler = MixedReplay(self.replay, self.success_replay) if config.success_buffer else self.replay
+        self.nstep = NStepReturns(config.num_envs, config.n_step, config.sac.gamma)
         self.open_episodes: list[list[dict]] = [[] for _ in range(config.num_envs)]  # for the success buffer
         self.generator = torch.Generator().manual_seed(rank_seed + 1)
         self.recent: collections.deque[bool] = collections.deque(maxlen=config.success_window)
@@ -179,9 +206,11 @@ class TMRLTrainer:
         while self.decision < cfg.total_decisions:
             warmup = self.decision < cfg.warmup_decisions
             t = self.collector.step(uniform=warmup)
-            self.replay.add(t.obs, t.actions, t.reward, t.done, t.next_obs)
+            rows = self.nstep.push(t)
+            if rows is not None:
+                self._add(self.replay, rows)
             if self.success_replay is not None:
-                self._track_episodes(t)
+                self._track_episodes(rows, t)
             self.decision += 1
             self.recent.extend(t.success[t.episode_end].tolist())
             ended, won, win_n, win_s, reward, sigma = all_reduce_sum(
@@ -235,28 +264,20 @@ class TMRLTrainer:
         progress.close()
         return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
 
-    def _track_episodes(self, t) -> None:
-        """Hold each env's transitions until its episode ends; a success copies them to the success buffer."""
-        for i, rows in enumerate(self.open_episodes):
-            rows.append(
-                {
-                    "obs": t.obs[i],
-                    "actions": {h: a[i] for h, a in t.actions.items()},
-                    "reward": t.reward[i],
-                    "done": t.done[i],
-                    "next_obs": t.next_obs[i],
-                }
-            )
-            if t.episode_end[i]:
-                if t.success[i]:
-                    self.success_replay.add(
-                        torch.stack([r["obs"] for r in rows]),
-                        {h: torch.stack([r["actions"][h] for r in rows]) for h in t.actions},
-                        torch.stack([r["reward"] for r in rows]),
-                        torch.stack([r["done"] for r in rows]),
-                        torch.stack([r["next_obs"] for r in rows]),
-                    )
-                rows.clear()
+    @staticmethod
+    def _add(buffer, rows: dict) -> None:
+        buffer.add(rows["obs"], rows["actions"], rows["reward"], rows["done"], rows["next_obs"], rows["steps"])
+
+    def _track_episodes(self, rows: dict | None, t) -> None:
+        """Hold each env's rows until its episode ends; a success copies them to the success buffer."""
+        if rows is not None:
+            for k, env in enumerate(rows["env"].tolist()):
+                self.open_episodes[env].append({key: _row(value, k) for key, value in rows.items() if key != "env"})
+        for i in torch.nonzero(t.episode_end).flatten().tolist():
+            episode = self.open_episodes[i]
+            if t.success[i] and episode:  # every row of an ended episode left the n-step stage above
+                self._add(self.success_replay, _stack_rows(episode))
+            episode.clear()
 
     def close(self) -> None:
         """Release the envs' renderers (GL contexts are best freed before interpreter shutdown)."""
@@ -308,7 +329,7 @@ class TMRLTrainer:
             },
             "replay": self.replay.state_dict(),
             "success_replay": self.success_replay.state_dict() if self.success_replay is not None else None,
-            "open_episodes": self.open_episodes,
+            "nstep": self.nstep.state_dict(),
             "collector": {
                 "next_seed": self.collector.next_seed,
                 "episodes_finished": self.collector.episodes_finished,
@@ -359,7 +380,14 @@ class TMRLTrainer:
         self.replay.load_state_dict(state["replay"])
         if self.success_replay is not None:
             self.success_replay.load_state_dict(state["success_replay"])
-            self.open_episodes = state["open_episodes"]
+        # The run goes on with fresh episodes, so the interrupted ones end here: their rows still
+        # waiting for n-step returns enter the replay bootstrapped from the last observation reached
+        # (none wait with n_step = 1), and none of them can reach the success buffer any more.
+        if "nstep" in state:
+            self.nstep.load_state_dict(state["nstep"])
+            rows = self.nstep.flush()
+            if rows is not None:
+                self._add(self.replay, rows)
         c = state["collector"]
         self.collector.next_seed = c["next_seed"]
         self.collector.episodes_finished = c["episodes_finished"]
