@@ -10,10 +10,14 @@ both agents' preset.
 Both agents run the recipe's RL stage (``tmrl_vla.finetune.run_rl``) with the same preset, one
 seed at a time per job, each job in its own process with one thread. Runs resume from their
 checkpoints, so an interrupted comparison continues where it stopped. Episodes to threshold: the
-training episodes when the rolling success rate over the last ``success_window`` episodes first
-reaches it. A run that never reaches it counts as *censored* at its total episodes (a lower bound),
-and the ratio is then a bound too: the JSON says so. Writes ``curves.png`` and ``summary.json``
-and prints the summary as its last line.
+training episodes when the success rate first reaches it, by one of two measures (``--measure``):
+``evaluation`` (default), the deterministic high-level policy on fresh episodes every
+``--eval-every`` decisions, which is what a user deploys; or ``training``, the rolling rate over the
+last ``success_window`` training episodes, which includes the exploration noise (with noise held per
+episode, every training episode is an exploration episode). Both are in the JSON. A run that
+never reaches it counts as *censored* at its total episodes (a lower bound), and the ratio is then
+a bound too: the JSON says so. Writes ``curves.png`` and ``summary.json`` and prints the summary
+as its last line.
 """
 
 from __future__ import annotations
@@ -45,11 +49,15 @@ def run_one(job: dict) -> dict:
     if not finished:
         run_rl(cfg, job["policy"], job["adapter"], run_dir, log=lambda *_: None)
     rows = read_metrics(metrics)
-    reached = episodes_to_threshold(rows, job["threshold"], min_episodes=cfg.rl.success_window)
+    reached = {
+        m: episodes_to_threshold(rows, job["threshold"], min_episodes=cfg.rl.success_window, measure=m)
+        for m in ("evaluation", "training")
+    }
     return {
         "agent": cfg.rl.agent,
         "seed": cfg.rl.seed,
-        "episodes_to_threshold": reached,
+        "episodes_to_threshold": reached[job["measure"]],
+        "episodes_to_threshold_by_measure": reached,
         "total_episodes": rows[-1]["rollout/episodes"],
         "training_success_rate": rows[-1]["rollout/successes"] / max(rows[-1]["rollout/episodes"], 1),
         "final_success_recent": rows[-1]["rollout/success_recent"],
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decisions", type=int, default=1000, help="decision steps per run (x num_envs envs)")
     parser.add_argument("--num-envs", type=int, default=None, help="default: the recipe preset's")
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--measure", choices=("evaluation", "training"), default="evaluation")
+    parser.add_argument("--eval-every", type=int, default=None, help="decisions (default: a quarter of a run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one CPU thread each")
     parser.add_argument("--out", default="outputs/compare_tmrl_dsrl")
     parser.add_argument("--cache-dir", default=None)
@@ -133,7 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
         assets = build_default_assets(preset.assets, AssetCache(args.cache_dir))
         policy, adapter = str(assets.policy_dir), str(assets.csp_dir)
     rl = dataclasses.replace(
-        default_rl(), total_decisions=args.decisions, eval_every=max(args.decisions // 4, 1), save_every=50
+        default_rl(),
+        total_decisions=args.decisions,
+        eval_every=args.eval_every or max(args.decisions // 4, 1),
+        save_every=50,
     )
     if args.num_envs:
         rl = dataclasses.replace(rl, num_envs=args.num_envs)
@@ -150,7 +163,14 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = dataclasses.replace(preset, rl=dataclasses.replace(rl, agent=agent, seed=seed), resume=True, env=env)
             run_dir = out / agent / f"seed{seed}"
             jobs.append(
-                {"cfg": cfg, "run_dir": str(run_dir), "policy": policy, "adapter": adapter, "threshold": args.threshold}
+                {
+                    "cfg": cfg,
+                    "run_dir": str(run_dir),
+                    "policy": policy,
+                    "adapter": adapter,
+                    "threshold": args.threshold,
+                    "measure": args.measure,
+                }
             )
     if args.jobs > 1:
         import multiprocessing as mp
@@ -168,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     plot_learning_curve(curves, out / "curves.png", threshold=args.threshold)
     summary = summarise(results, args.threshold)
+    summary["measure"] = args.measure
     summary["runs"] = results
     summary["decisions_per_run"] = args.decisions
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -131,11 +131,12 @@ def test_nan_loss_stops_with_a_checkpoint_and_no_step(tiny_base_policy, tmp_path
 
     import torch
 
-    t = trainer(tiny_base_policy, tmp_path, total_decisions=2, eval_every=100)
-    t.train()
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=3, eval_every=100)
+    t.train()  # past the warm-up: updates ran and the observation statistics are frozen
+    assert t.agent.actor.normalize.ready
     before = {k: v.clone() for k, v in t.agent.state_dict().items()}
     t.replay.reward[: len(t.replay)] = float("nan")
-    t.config = dataclasses.replace(t.config, total_decisions=4)
+    t.config = dataclasses.replace(t.config, total_decisions=5)
     with pytest.raises(RuntimeError, match="not finite") as err:
         t.train()
     t.close()

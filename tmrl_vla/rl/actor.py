@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tmrl_vla.rl.normalize import ObservationNormalizer
+
 HEADS = ("z", "y", "eps_c")
 
 
@@ -79,6 +81,7 @@ class HighLevelPolicy(nn.Module):
         super().__init__()
         self.config = config
         sizes = [config.obs_dim] + [config.hidden] * config.num_layers
+        self.normalize = ObservationNormalizer(config.obs_dim)  # identity until the trainer sets it
         self.trunk = mlp(sizes) if config.num_layers else nn.Identity()
         self.trunk_act = nn.Mish()
         width = sizes[-1]
@@ -92,6 +95,7 @@ class HighLevelPolicy(nn.Module):
         """Per head: (mean, log_std), log_std squashed into [log_std_min, log_std_max]."""
         if obs.shape[-1] != self.config.obs_dim:
             raise ValueError(f"observation features must have width {self.config.obs_dim}, got {obs.shape[-1]}")
+        obs = self.normalize(obs)
         h = self.trunk_act(self.trunk(obs)) if self.config.num_layers else obs
         out = {}
         lo, hi = self.config.log_std_min, self.config.log_std_max

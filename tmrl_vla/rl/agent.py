@@ -64,6 +64,11 @@ class SACAgent(nn.Module):
         self.critic_opt = torch.optim.Adam(critics.parameters(), lr=self.config.critic_lr)
         self.temperature_opt = torch.optim.Adam(actor.log_alpha.parameters(), lr=self.config.temperature_lr)
 
+    def set_observation_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Freeze the observation normalisation of the actor and both ensembles (see rl.normalize)."""
+        for module in (self.actor, self.critics, self.target_critics):
+            module.normalize.set_stats(mean, std)
+
     def update_critics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg = self.config
         with torch.no_grad():

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tmrl_vla.rl.normalize import ObservationNormalizer
+
 
 @dataclass(frozen=True)
 class CriticConfig:
@@ -84,6 +86,7 @@ class CriticEnsemble(nn.Module):
             if i < len(sizes) - 2:
                 self.ln_gain.append(nn.Parameter(torch.ones(n, 1, sizes[i + 1])))
                 self.ln_bias.append(nn.Parameter(torch.zeros(n, 1, sizes[i + 1])))
+        self.normalize = ObservationNormalizer(config.obs_dim)  # identity until the trainer sets it
         if config.zero_init_output:
             with torch.no_grad():
                 self.weights[-1].zero_()
@@ -94,7 +97,7 @@ class CriticEnsemble(nn.Module):
 
     def features(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate the critic input (b, input_dim) from observation features and head actions."""
-        parts = [obs]
+        parts = [self.normalize(obs)]
         if "z" in self.config.heads:
             parts.append(actions["z"])
         if "y" in self.config.heads:

@@ -24,12 +24,24 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def episodes_to_threshold(rows: list[dict], threshold: float = 0.8, *, min_episodes: int = 1) -> int | None:
-    """Training episodes when the rolling training success rate first reaches ``threshold``
-    (counting only once ``min_episodes`` have finished, so a window of 3 lucky episodes does not
-    count); None if it never does."""
+def episodes_to_threshold(
+    rows: list[dict], threshold: float = 0.8, *, min_episodes: int = 1, measure: str = "training"
+) -> int | None:
+    """Training episodes when the success rate first reaches ``threshold``; None if it never does.
+
+    ``measure="training"``: the rolling rate of the training episodes themselves, counted once
+    ``min_episodes`` have finished (a window of 3 lucky episodes does not count); it includes the
+    exploration noise. ``measure="evaluation"``: the deterministic high-level policy's success on
+    fresh evaluation episodes (rows with ``eval/success_rate``), i.e. what a user would deploy at
+    that point; evaluation episodes are not counted as training episodes.
+    """
+    if measure not in ("training", "evaluation"):
+        raise ValueError(f"measure must be 'training' or 'evaluation', got {measure!r}")
     for row in rows:
-        if row["rollout/episodes"] >= min_episodes and row["rollout/success_recent"] >= threshold:
+        if measure == "evaluation":
+            if row.get("eval/success_rate", -1.0) >= threshold:
+                return int(row["rollout/episodes"])
+        elif row["rollout/episodes"] >= min_episodes and row["rollout/success_recent"] >= threshold:
             return int(row["rollout/episodes"])
     return None
 

@@ -47,6 +47,8 @@ class TMRLConfig:
     warmup_decisions: int = 25  # uniform random heads, before any update
     updates_per_decision: int = 1  # agent.update() calls per collected decision batch (each runs sac.utd critic steps)
     n_exec: int = 5
+    # Normalise the RL observation with statistics frozen at the end of the warm-up (rl.normalize).
+    normalize_obs: bool = True
     # Decisions per TD target (tmrl_vla.rl.nstep): 1 is one-step SAC.
     n_step: int = 1
     # "decision": fresh exploration noise for every head at every decision (SAC as usual);
@@ -236,6 +238,8 @@ class TMRLTrainer:
                 "actor/sigma_mean": sigma / n,
             }
             if not warmup:
+                if cfg.normalize_obs and not self.agent.actor.normalize.ready:
+                    self._set_observation_stats()
                 try:
                     for _ in range(cfg.updates_per_decision):
                         row |= self.agent.update(self.sampler, self.generator)
@@ -263,6 +267,13 @@ class TMRLTrainer:
                 plot_learning_curve({cfg.agent: read_metrics(self.metrics_file)}, self.out_dir / "learning_curve.png")
         progress.close()
         return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
+
+    def _set_observation_stats(self) -> None:
+        """Freeze the networks' observation normalisation at the warm-up data of all processes."""
+        from tmrl_vla.rl.normalize import mean_std, moments
+
+        summed = all_reduce_sum(moments(self.replay.obs[: len(self.replay)]).tolist())
+        self.agent.set_observation_stats(*mean_std(torch.tensor(summed, dtype=torch.float64)))
 
     @staticmethod
     def _add(buffer, rows: dict) -> None:
