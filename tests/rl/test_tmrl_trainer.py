@@ -238,3 +238,12 @@ def test_n_step_rows_reach_the_replay_and_a_resume_loses_none(tiny_base_policy, 
     assert resumed.replay.total_added == 3 * 2  # the interrupted episodes' rows were flushed, not lost
     assert torch.equal(resumed.replay.obs[: t.replay.total_added], t.replay.obs[: t.replay.total_added])
     resumed.close()
+
+
+def test_head_names_are_checked_with_a_hint_for_the_command_line():
+    with pytest.raises(ValueError, match=r"--rl.tmrl_heads=\[z,y\]"):
+        TMRLConfig(tmrl_heads=tuple("z,y"))  # what a bare "z,y" string becomes
+    with pytest.raises(ValueError, match="exploration"):
+        TMRLConfig(exploration="chunk")
+    with pytest.raises(ValueError, match="n_step"):
+        TMRLConfig(n_step=0)

@@ -85,6 +85,12 @@ class TMRLConfig:
     def __post_init__(self) -> None:
         if self.agent not in ("tmrl", "dsrl"):
             raise ValueError(f"agent must be 'tmrl' or 'dsrl', got {self.agent!r}")
+        unknown = set(self.tmrl_heads or ()) - {"z", "y", "eps_c"}
+        if unknown:
+            raise ValueError(
+                f"tmrl_heads names unknown heads {sorted(unknown)} in {self.tmrl_heads}; the heads are z, y and eps_c "
+                "(on the command line: --rl.tmrl_heads=[z,y])"
+            )
         if self.tmrl_heads is not None and ("z" not in self.tmrl_heads or "y" not in self.tmrl_heads):
             raise ValueError(f"TMRL needs the 'z' and 'y' heads (eps_c is optional), got {self.tmrl_heads}")
         if self.n_step < 1:
