@@ -38,7 +38,7 @@ class CriticConfig:
     # Every critic's output layer starts at zero, so every Q starts at 0, the value of a task whose
     # rewards are 0 until a success. With the usual random init each critic starts at about +-0.3,
     # and the min over target critics turns that spread into a pessimistic bias that the bootstrap
-    # feeds back: offline on a 2400-transition pick-task replay (8 successes), Q over the data sat at
+    # feeds back: offline on a 2400-transition pick-task replay (5 successes), Q over the data sat at
     # -0.18 after 2000 updates and successful transitions only reached 0.55, vs -0.03 and 0.72
     # after 1000 updates with zero init. The critics still differ through their hidden layers.
     zero_init_output: bool = True
