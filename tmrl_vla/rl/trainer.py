@@ -10,8 +10,12 @@ seeds and its replay shard; gradients are averaged before every optimiser step
 (:mod:`tmrl_vla.rl.distributed`), so the weights stay equal on all ranks. Rank 0 logs and evaluates.
 
 Checkpoints hold everything a resumed run needs to continue as if never stopped: actor, critics and
-target critics, optimisers, every rank's replay shard, collector seed counters and episode counts,
-and the RNG states. Each lives in ``checkpoints/<decision>/`` (one file per rank, the resolved
+target critics (with their frozen observation statistics), optimisers, every rank's replay shard,
+the rows still waiting for their n-step return, collector seed counters and episode counts, and the
+RNG states. A resumed run starts fresh episodes, so the waiting rows enter the replay bootstrapped
+from the last observation reached, and interrupted episodes no longer count for the success
+buffer. Before the first update, the observation statistics are frozen at the warm-up data
+(:mod:`tmrl_vla.rl.normalize`). Each lives in ``checkpoints/<decision>/`` (one file per rank, the resolved
 config beside them) and counts only once its ``complete`` marker exists, written by rank 0 after
 every rank has renamed its file into place; the two newest complete checkpoints are kept.
 """
