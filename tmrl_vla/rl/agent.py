@@ -84,7 +84,7 @@ class SACAgent(nn.Module):
             if cfg.entropy_backup:  # one alpha per head, so the bonus is a per-head sum
                 backup_logp = sum(alphas[h] * lp for h, lp in next_logp.items())
             # an n-step row discounts its bootstrap by gamma ** (decisions it spans)
-            gamma = cfg.gamma ** batch["steps"] if "steps" in batch else cfg.gamma
+            gamma = cfg.gamma ** batch["steps"]
             target = td_target(batch["reward"], batch["done"], next_q, gamma, next_log_prob=backup_logp, alpha=1.0)
         q = self.critics(batch["obs"], _head_actions(batch))
         loss = critic_loss(q, target)

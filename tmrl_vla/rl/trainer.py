@@ -404,11 +404,10 @@ class TMRLTrainer:
         # The run goes on with fresh episodes, so the interrupted ones end here: their rows still
         # waiting for n-step returns enter the replay bootstrapped from the last observation reached
         # (none wait with n_step = 1), and none of them can reach the success buffer any more.
-        if "nstep" in state:
-            self.nstep.load_state_dict(state["nstep"])
-            rows = self.nstep.flush()
-            if rows is not None:
-                self._add(self.replay, rows)
+        self.nstep.load_state_dict(state["nstep"])
+        rows = self.nstep.flush()
+        if rows is not None:
+            self._add(self.replay, rows)
         c = state["collector"]
         self.collector.next_seed = c["next_seed"]
         self.collector.episodes_finished = c["episodes_finished"]
