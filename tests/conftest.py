@@ -43,6 +43,19 @@ def tiny_base_policy(tiny_demos, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_base_policy, tmp_path_factory):
+    """An untrained CSP adapter of ``tiny_base_policy`` saved like a real one (for scripts taking --adapter)."""
+    from tmrl_vla.csp.config import CSPConfig
+    from tmrl_vla.csp.policy import CSPPolicy
+    from tmrl_vla.policies import load_lerobot_policy
+
+    policy, _, _ = load_lerobot_policy(tiny_base_policy)
+    return CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(
+        tmp_path_factory.mktemp("tiny_adapter") / "adapter"
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_policy_and_batch():
     """A random tiny SmolVLA, its pre-processor, and one preprocessed training batch (b = 3)."""

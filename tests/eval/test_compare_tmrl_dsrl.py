@@ -49,18 +49,12 @@ def test_runs_that_never_reach_the_threshold_are_censored_lower_bounds():
     assert "lower bounds" in s["note"]
 
 
-def test_tiny_comparison_end_to_end(tiny_base_policy, tmp_path, capsys):
-    from tmrl_vla.csp.config import CSPConfig
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.policies import load_lerobot_policy
-
-    policy, _, _ = load_lerobot_policy(tiny_base_policy)
-    adapter = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(tmp_path / "adapter")
+def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, capsys):
     args = [
         "--policy",
         str(tiny_base_policy),
         "--adapter",
-        str(adapter),
+        str(tiny_adapter),
         "--seeds",
         "2",
         "--decisions",
