@@ -37,14 +37,14 @@ class FixedHeads:
         return {h: v.expand(b, -1).clone() for h, v in self.actions.items()}, {}
 
 
-def score(csp, pre, post, make_env, actions: dict, *, episodes: int, seed: int, n_exec: int) -> tuple[int, int]:
-    """(successes, episodes) of the fixed setting over ``episodes`` episodes starting from seeds seed, seed+1, ..."""
-    from tmrl_vla.envs.batched import BatchedEnv
+def score(csp, pre, post, envs, actions: dict, *, seed: int, n_exec: int) -> tuple[int, int]:
+    """(successes, episodes) of the fixed setting over one episode per env of ``envs``, started from
+    seeds seed, seed+1, ... (the same initial states for every setting scored on the same envs)."""
     from tmrl_vla.rl.collector import DecisionCollector
 
-    envs = BatchedEnv(make_env, episodes)
     collector = DecisionCollector(envs, csp, FixedHeads(actions), pre, post, n_exec=n_exec, seed=seed)
     collector.reset()
+    episodes = envs.num_envs
     finished = torch.zeros(episodes, dtype=torch.bool)
     wins = 0
     while not finished.all():  # each env's first episode only: finished envs restart but are not counted
@@ -52,7 +52,6 @@ def score(csp, pre, post, make_env, actions: dict, *, episodes: int, seed: int, 
         first = t.episode_end & ~finished
         wins += int((t.success & first).sum())
         finished |= t.episode_end
-    envs.close()
     return wins, episodes
 
 
@@ -88,6 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     def make_env():
         return PickCubeEnv(PickCubeConfig.with_shift(args.shift, **extra))
 
+    from tmrl_vla.envs.batched import BatchedEnv
+
+    envs = BatchedEnv(make_env, args.episodes)  # built once: every setting resets them to the same states
+    recheck_envs = BatchedEnv(make_env, args.recheck)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"settings": args.settings, "episodes_per_setting": args.episodes, "shift": args.shift}
     for agent in args.agents.split(","):
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             actions = {"z": z}
             if agent == "tmrl":
                 actions["y"] = torch.rand(1, 1, generator=g) * 2 - 1
-            wins, n = score(csp, pre, post, make_env, actions, episodes=args.episodes, seed=10_000, n_exec=args.n_exec)
+            wins, n = score(csp, pre, post, envs, actions, seed=10_000, n_exec=args.n_exec)
             sigma = (float(actions["y"]) + 1) / 2 if "y" in actions else 0.0
             rows.append({"z": z[0].tolist(), "sigma": sigma, "success": wins / n})
             print(f"[{agent}] setting {k}: sigma {sigma:.2f}, success {wins}/{n}", flush=True)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
             actions = {"z": torch.tensor([rows[i]["z"]])}
             if agent == "tmrl":
                 actions["y"] = torch.tensor([[2 * rows[i]["sigma"] - 1]])
-            wins, n = score(csp, pre, post, make_env, actions, episodes=args.recheck, seed=20_000, n_exec=args.n_exec)
+            wins, n = score(csp, pre, post, recheck_envs, actions, seed=20_000, n_exec=args.n_exec)
             rows[i]["recheck_success"] = wins / n
         rates = [r["success"] for r in rows]
         summary[agent] = {
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
             "fraction_at_least_0.5": sum(r >= 0.5 for r in rates) / len(rates),
             "rows": rows,
         }
+    envs.close()
+    recheck_envs.close()
     plot(summary, args.out / "fixed_heads.png")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     final = {a: {k: v for k, v in s.items() if k != "rows"} for a, s in summary.items() if isinstance(s, dict)}

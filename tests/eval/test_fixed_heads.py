@@ -34,31 +34,20 @@ def test_only_each_envs_first_episode_counts(tiny_base_policy, monkeypatch):
     monkeypatch.setattr(PickCubeEnv, "step", step)
     policy, pre, post = load_lerobot_policy(tiny_base_policy)
     csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
-    wins, n = fixed_heads.score(
-        csp,
-        pre,
-        post,
-        lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
-        {"z": torch.zeros(1, 6)},
-        episodes=3,
-        seed=0,
-        n_exec=5,
-    )
+    from tmrl_vla.envs.batched import BatchedEnv
+
+    envs = BatchedEnv(lambda: PickCubeEnv(PickCubeConfig(episode_length=6)), 3)
+    wins, n = fixed_heads.score(csp, pre, post, envs, {"z": torch.zeros(1, 6)}, seed=0, n_exec=5)
+    envs.close()
     assert (wins, n) == (3, 3)
 
 
-def test_end_to_end_on_the_tiny_policy(tiny_base_policy, tmp_path, capsys):
-    from tmrl_vla.csp.config import CSPConfig
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.policies import load_lerobot_policy
-
-    policy, _, _ = load_lerobot_policy(tiny_base_policy)
-    adapter = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(tmp_path / "adapter")
+def test_end_to_end_on_the_tiny_policy(tiny_base_policy, tiny_adapter, tmp_path, capsys):
     args = [
         "--policy",
         str(tiny_base_policy),
         "--adapter",
-        str(adapter),
+        str(tiny_adapter),
         "--settings",
         "3",
         "--episodes",
