@@ -69,3 +69,18 @@ def test_temperatures_move_towards_their_targets():
     assert pi.log_alpha["y"].item() == pytest.approx(before["y"] - 0.1 * 0.0)  # log pi == -target: no change
     assert cfg.target("z") == -2.0 and HighLevelConfig(obs_dim=1, action_dim=6, embed_dim=8).target("eps_c") == -8
     assert math.isclose(pi.alphas()["z"].item(), math.exp(pi.log_alpha["z"].item()), rel_tol=1e-6)
+
+
+def test_log_prob_of_given_actions_matches_the_sampling_log_prob():
+    torch.manual_seed(0)
+    actor = HighLevelPolicy(HighLevelConfig(obs_dim=3, action_dim=4, embed_dim=5, hidden=16))
+    obs = torch.randn(32, 3)
+    actions, log_probs = actor.sample(obs)
+    again = actor.log_prob(obs, actions)
+    # saturated samples (|a| ~ 1) lose their pre-image to float32 rounding; the rest must agree
+    inside = {h: (a.abs() < 0.999).all(-1) for h, a in actions.items()}
+    for h in actions:
+        torch.testing.assert_close(again[h][inside[h]], log_probs[h][inside[h]], rtol=1e-3, atol=1e-3)
+    assert all(torch.isfinite(v).all() for v in actor.log_prob(obs, {h: a.sign() for h, a in actions.items()}).values())
+    with pytest.raises(ValueError, match="shape"):
+        actor.log_prob(obs, {**actions, "z": actions["z"][:, :2]})

@@ -55,3 +55,38 @@ def test_heads_must_match():
     critics = CriticEnsemble(CriticConfig(obs_dim=2, action_dim=2, embed_dim=3))
     with pytest.raises(ValueError, match="heads"):
         SACAgent(actor, critics)
+
+
+def test_self_imitation_pulls_the_actor_to_its_successful_actions():
+    """With a flat critic (no reward anywhere), only the imitation term can move the actor: towards
+    the actions of the success buffer with a weight, nowhere in particular without."""
+
+    def greedy_after(weight: float) -> tuple[torch.Tensor, dict]:
+        torch.manual_seed(0)
+        heads = ("z", "y")
+        actor = HighLevelPolicy(HighLevelConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=32))
+        critics = CriticEnsemble(CriticConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=32))
+        agent = SACAgent(actor, critics, SACConfig(utd=1, batch_size=64, actor_lr=3e-3, imitation_weight=weight))
+        replay = ReplayBuffer(256, 2, {"z": 2, "y": 1})
+        obs = torch.randn(256, 2)
+        replay.add(obs, {"z": torch.rand(256, 2) * 2 - 1, "y": torch.rand(256, 1) * 2 - 1}, torch.zeros(256), torch.zeros(256), obs)
+        wins = ReplayBuffer(64, 2, {"z": 2, "y": 1})
+        good = {"z": torch.tensor([[0.6, -0.4]]).expand(64, 2), "y": torch.full((64, 1), -0.7)}
+        wins.add(torch.randn(64, 2), good, torch.ones(64), torch.ones(64), torch.randn(64, 2))
+        g = torch.Generator().manual_seed(0)
+        for _ in range(200):
+            metrics = agent.update(replay, g, successes=wins)
+        greedy, _ = actor.sample(torch.randn(128, 2), deterministic=True)
+        return torch.cat([greedy["z"], greedy["y"]], -1).mean(0), metrics
+
+    target = torch.tensor([0.6, -0.4, -0.7])
+    imitated, metrics = greedy_after(1.0)
+    plain, plain_metrics = greedy_after(0.0)
+    assert (imitated - target).abs().max() < 0.1
+    assert (plain - target).abs().max() > 0.3
+    assert "actor/imitation_nll" in metrics and "actor/imitation_nll" not in plain_metrics
+
+
+def test_imitation_weight_must_not_be_negative():
+    with pytest.raises(ValueError, match="imitation_weight"):
+        SACConfig(imitation_weight=-1.0)

@@ -6,7 +6,7 @@ from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
 from tmrl_vla.rl.agent import SACConfig
-from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer
+from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer, config_differences
 
 
 def trainer(tiny_base_policy, out, **overrides):
@@ -52,6 +52,21 @@ def test_resume_from_another_config_names_the_fields(tiny_base_policy, tmp_path)
     trainer(tiny_base_policy, tmp_path, total_decisions=2).train()
     with pytest.raises(ValueError, match="hidden"):
         trainer(tiny_base_policy, tmp_path, hidden=32)
+
+
+def test_a_checkpoint_from_before_a_new_option_still_resumes():
+    """Options added later default to the old behaviour: a saved config that lacks one (here a nested
+    SAC field) matches while the option keeps its default, and differs once it is set."""
+    from dataclasses import asdict, replace
+
+    config = TMRLConfig(tmrl_heads=("z", "y"))
+    saved = asdict(config)
+    del saved["sac"]["imitation_weight"]
+    saved["tmrl_heads"] = ["z", "y"]  # as read back from JSON
+    defaults = asdict(TMRLConfig())
+    assert config_differences(saved, asdict(config), defaults=defaults) == []
+    changed = replace(config, sac=replace(config.sac, imitation_weight=0.5))
+    assert [d.split(" ")[0] for d in config_differences(saved, asdict(changed), defaults=defaults)] == ["sac"]
 
 
 def test_dsrl_is_the_same_loop_with_only_z(tiny_base_policy, tmp_path):
@@ -194,14 +209,16 @@ def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
         TMRLAgent.from_pretrained(directory, csp=other)
 
 
-def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_path, monkeypatch):
+@pytest.fixture
+def even_seeds_succeed(monkeypatch):
+    """Episodes with even seeds succeed on their 4th step, the others time out."""
     real_reset, real_step = PickCubeEnv.reset, PickCubeEnv.step
 
     def reset(self, *, seed=None, options=None):
         self.test_seed = seed
         return real_reset(self, seed=seed, options=options)
 
-    def step(self, action):  # episodes with even seeds succeed on their 4th step, the others time out
+    def step(self, action):
         obs, r, term, trunc, info = real_step(self, action)
         if self._t >= 4 and self.test_seed % 2 == 0:
             return obs, 1.0, True, False, {"is_success": True}
@@ -209,6 +226,9 @@ def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_pa
 
     monkeypatch.setattr(PickCubeEnv, "reset", reset)
     monkeypatch.setattr(PickCubeEnv, "step", step)
+
+
+def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_path, even_seeds_succeed):
     t = trainer(tiny_base_policy, tmp_path, total_decisions=3, eval_every=100, success_buffer=True)
     t.train()
     t.close()
@@ -221,6 +241,18 @@ def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_pa
     # The resumed run starts fresh episodes: the interrupted ones can no longer succeed.
     assert any(t.open_episodes) and not any(resumed.open_episodes)
     resumed.close()
+
+
+def test_self_imitation_keeps_successes_without_mixing_batches(tiny_base_policy, tmp_path, even_seeds_succeed):
+    sac = SACConfig(utd=1, batch_size=4, imitation_weight=1.0)
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=8, warmup_decisions=2, eval_every=100, sac=sac)
+    t.train()
+    t.close()
+    assert t.successes > 0 and len(t.success_replay) > 0
+    assert t.sampler is t.replay  # critic batches come from the main buffer alone
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # updates after the first success carry the imitation term's NLL
+    assert any("actor/imitation_nll" in r for r in rows)
 
 
 def test_n_step_rows_reach_the_replay_and_a_resume_loses_none(tiny_base_policy, tmp_path):

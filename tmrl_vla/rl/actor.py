@@ -23,6 +23,7 @@ from torch import nn
 from tmrl_vla.rl.normalize import ObservationNormalizer
 
 HEADS = ("z", "y", "eps_c")
+ATANH_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,21 @@ class HighLevelPolicy(nn.Module):
             actions[name] = torch.tanh(u)
             log_probs[name] = tanh_gaussian_log_prob(u, mean, log_std)
         return actions, log_probs
+
+    def log_prob(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per head, the log-density (b,) of given actions in [-1, 1] (e.g. replayed ones).
+
+        Actions are pulled inside (-1, 1) by a hair before ``atanh``: a saturated float32 tanh reads
+        exactly +-1, whose pre-image is infinite.
+        """
+        out = {}
+        for name, (mean, log_std) in self.distribution(obs).items():
+            a = actions[name].to(device=mean.device, dtype=mean.dtype)
+            if a.shape != mean.shape:
+                raise ValueError(f"head {name!r}: actions of shape {tuple(a.shape)}, expected {tuple(mean.shape)}")
+            u = torch.atanh(a.clamp(-1.0 + ATANH_EPS, 1.0 - ATANH_EPS))
+            out[name] = tanh_gaussian_log_prob(u, mean, log_std)
+        return out
 
     def alphas(self) -> dict[str, torch.Tensor]:
         return {h: v.exp() for h, v in self.log_alpha.items()}

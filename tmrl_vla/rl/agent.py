@@ -18,7 +18,7 @@ from tmrl_vla.rl.actor import HighLevelPolicy
 from tmrl_vla.rl.critic import CriticEnsemble
 from tmrl_vla.rl.distributed import sync_gradients
 from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer
-from tmrl_vla.rl.sac import actor_loss, critic_loss, polyak_update, td_target, temperature_loss
+from tmrl_vla.rl.sac import actor_loss, critic_loss, imitation_loss, polyak_update, td_target, temperature_loss
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class SACConfig:
     # Chen et al. 2021); None takes the min over all N. With 0/1 rewards the min over all five
     # drifted every Q below zero (-0.75 after 150 decisions on the pick task, rewards never negative).
     target_subset: int | None = 2
+    # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
+    # of the agent's own successful episodes (needs the trainer's success buffer; 0 turns it off).
+    imitation_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
@@ -48,6 +51,8 @@ class SACConfig:
             raise ValueError("target_subset must be >= 1 or None")
         if self.utd < 1 or self.batch_size < 1:
             raise ValueError("utd and batch_size must be >= 1")
+        if self.imitation_weight < 0:
+            raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
 
 
 def _head_actions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -99,10 +104,18 @@ class SACAgent(nn.Module):
             "critic/target_mean": target.mean().item(),
         }
 
-    def update_actor(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update_actor(
+        self, batch: dict[str, torch.Tensor], imitation: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """One actor step (plus ``imitation_weight`` x the NLL of the ``imitation`` batch's actions,
+        when given), then one step of every head's temperature."""
         actions, log_probs = self.actor.sample(batch["obs"])
         q = self.critics(batch["obs"], actions)
         loss = actor_loss(q, log_probs, self.actor.alphas())
+        nll = None
+        if imitation is not None and self.config.imitation_weight > 0:
+            nll = imitation_loss(self.actor.log_prob(imitation["obs"], _head_actions(imitation)))
+            loss = loss + self.config.imitation_weight * nll
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)  # critic grads from this pass are discarded
         loss.backward()
@@ -116,13 +129,23 @@ class SACAgent(nn.Module):
         sync_gradients(self.actor.log_alpha.parameters(), t_loss, "temperature/loss")
         self.temperature_opt.step()
         metrics = {"actor/loss": loss.item()}
+        if nll is not None:
+            metrics["actor/imitation_nll"] = nll.item()
         for h, lp in log_probs.items():
             metrics[f"actor/entropy_{h}"] = -lp.mean().item()
             metrics[f"actor/alpha_{h}"] = self.actor.log_alpha[h].exp().item()
         return metrics
 
-    def update(self, replay: ReplayBuffer | MixedReplay, generator: torch.Generator | None = None) -> dict[str, float]:
+    def update(
+        self,
+        replay: ReplayBuffer | MixedReplay,
+        generator: torch.Generator | None = None,
+        successes: ReplayBuffer | None = None,
+    ) -> dict[str, float]:
         """``utd`` critic updates, then one actor and temperature update; returns the last metrics.
+
+        ``successes``: transitions of successful episodes for the self-imitation term (used when
+        ``imitation_weight`` > 0 and it is not empty).
 
         Gradients are averaged over processes before each step (:mod:`tmrl_vla.rl.distributed`). A
         non-finite loss or gradient raises :class:`~tmrl_vla.rl.distributed.NonFiniteLossError`
@@ -131,5 +154,8 @@ class SACAgent(nn.Module):
         metrics: dict[str, float] = {}
         for _ in range(self.config.utd):
             metrics |= self.update_critics(replay.sample(self.config.batch_size, generator))
-        metrics |= self.update_actor(replay.sample(self.config.batch_size, generator))
+        imitation = None
+        if self.config.imitation_weight > 0 and successes is not None and len(successes) > 0:
+            imitation = successes.sample(self.config.batch_size, generator)
+        metrics |= self.update_actor(replay.sample(self.config.batch_size, generator), imitation)
         return metrics

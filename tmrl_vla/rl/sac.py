@@ -43,6 +43,16 @@ def actor_loss(q: torch.Tensor, log_probs: dict[str, torch.Tensor], alphas: dict
     return (entropy_cost - q.mean(dim=0)).mean()
 
 
+def imitation_loss(log_probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Negative log-likelihood of replayed actions, summed over heads, mean over the batch.
+
+    Used on the agent's own successful episodes (self-imitation, in the spirit of Oh et al. 2018):
+    with 0/1 episode rewards a success is the only unambiguous signal, and cloning it moves the
+    actor's mean and shrinks its spread without waiting for the critic to rank the actions.
+    """
+    return -sum(log_probs.values()).mean()
+
+
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """Moves alpha up when the head's entropy (-log pi) is below its target, down when above."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()

@@ -132,8 +132,29 @@ def build_agent(config: TMRLConfig, obs_dim: int, action_dim: int, embed_dim: in
     return SACAgent(actor, critics, config.sac)
 
 
-def config_differences(saved: dict, mine: dict, ignore: tuple[str, ...] = ("total_decisions",)) -> list[str]:
-    """'field (saved vs now)' for every top-level field that differs, except ``ignore``."""
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every field it lacks taken from ``defaults``, nested configs included."""
+    out = dict(saved)
+    for k, d in defaults.items():
+        if k not in out:
+            out[k] = d
+        elif isinstance(d, dict) and isinstance(out[k], dict) and d:
+            out[k] = _with_defaults(out[k], d)
+    return out
+
+
+def config_differences(
+    saved: dict, mine: dict, defaults: dict | None = None, ignore: tuple[str, ...] = ("total_decisions",)
+) -> list[str]:
+    """'field (saved vs now)' for every top-level field that differs, except ``ignore``.
+
+    Both sides are compared as JSON (a tuple equals the list it is saved as). A field the saved
+    config lacks, e.g. one added to the library after the checkpoint was written, counts as its
+    value in ``defaults``: new options default to the old behaviour, so such a run still resumes.
+    """
+    saved, mine = json.loads(json.dumps(saved)), json.loads(json.dumps(mine))
+    if defaults is not None:
+        saved = _with_defaults(saved, json.loads(json.dumps(defaults)))
     return [
         f"{k} ({saved.get(k)!r} vs {mine.get(k)!r})"
         for k in sorted(set(saved) | set(mine))
@@ -194,7 +215,8 @@ class TMRLTrainer:
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
-        self.success_replay = ReplayBuffer(config.replay_capacity, obs_dim, heads) if config.success_buffer else None
+        keep_successes = config.success_buffer or config.sac.imitation_weight > 0
+        self.success_replay = ReplayBuffer(config.replay_capacity, obs_dim, heads) if keep_successes else None
         self.sampler = MixedReplay(self.replay, self.success_replay) if config.success_buffer else self.replay
         self.nstep = NStepReturns(config.num_envs, config.n_step, config.sac.gamma)
         self.open_episodes: list[list[dict]] = [[] for _ in range(config.num_envs)]  # for the success buffer
@@ -252,7 +274,7 @@ class TMRLTrainer:
                     self._set_observation_stats()
                 try:
                     for _ in range(cfg.updates_per_decision):
-                        row |= self.agent.update(self.sampler, self.generator)
+                        row |= self.agent.update(self.sampler, self.generator, self.success_replay)
                 except NonFiniteLossError as err:
                     path = self._save(tag="nonfinite")
                     raise RuntimeError(
@@ -390,7 +412,7 @@ class TMRLTrainer:
                 "each process owns a replay shard, so resume with the same number of processes"
             )
         state = torch.load(directory / f"rank{self.rank}.pt", weights_only=False)
-        differ = config_differences(state["config"], json.loads(json.dumps(asdict(self.config))))
+        differ = config_differences(state["config"], asdict(self.config), defaults=asdict(TMRLConfig()))
         if differ:
             raise ValueError(f"{directory} was written by another config; fields that differ: " + ", ".join(differ))
         a = self.agent
