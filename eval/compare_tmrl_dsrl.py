@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            results = pool.map(run_one, jobs, chunksize=1)
+            # imap, not map: a run that fails (e.g. a run directory from another config) raises as
+            # soon as the runs before it are done, instead of after every other run has finished
+            results = list(pool.imap(run_one, jobs, chunksize=1))
     else:
         results = [run_one(job) for job in jobs]
 
