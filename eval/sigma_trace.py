@@ -69,13 +69,29 @@ def trace(
     return records
 
 
+def phases(record: dict, middle: float, opens_high: bool) -> dict[str, list[float]] | None:
+    """One episode's sigma split around the grasp: ``reach`` (decisions before it), ``grasp`` (the
+    decision whose chunk closed the gripper: the one before the first reading past ``middle``) and
+    ``after``. None if the gripper never closed."""
+    gripper = np.asarray(record["gripper"])
+    closed = np.flatnonzero(gripper < middle if opens_high else gripper > middle)
+    if closed.size == 0 or closed[0] == 0:
+        return None
+    t, sigma = int(closed[0]), list(record["sigma"])
+    return {"reach": sigma[: t - 1], "grasp": [sigma[t - 1]], "after": sigma[t:]}
+
+
 def summarise(records: list[dict], open_value: float, closed_value: float) -> dict:
-    """Mean sigma over decisions with the gripper nearer open vs nearer closed."""
+    """Mean sigma over decisions with the gripper nearer open vs nearer closed, and, over the
+    successful episodes, before / at / after the decision that closed the gripper."""
     middle = (open_value + closed_value) / 2
+    opens_high = open_value > closed_value
     sigma = np.concatenate([r["sigma"] for r in records])
     gripper = np.concatenate([r["gripper"] for r in records])
-    is_open = gripper > middle if open_value > closed_value else gripper < middle
-    mean = lambda x: float(x.mean()) if x.size else None  # noqa: E731
+    is_open = gripper > middle if opens_high else gripper < middle
+    mean = lambda x: float(np.mean(x)) if len(x) else None  # noqa: E731
+    split = [phases(r, middle, opens_high) for r in records if r["success"]]
+    split = [p for p in split if p is not None]
     return {
         "episodes": len(records),
         "successes": sum(r["success"] for r in records),
@@ -84,6 +100,7 @@ def summarise(records: list[dict], open_value: float, closed_value: float) -> di
         "sigma_mean_gripper_open": mean(sigma[is_open]),
         "sigma_mean_gripper_closed": mean(sigma[~is_open]),
         "decisions_gripper_closed": int((~is_open).sum()),
+        **{f"successes_sigma_{k}": mean([v for p in split for v in p[k]]) for k in ("reach", "grasp", "after")},
     }
 
 

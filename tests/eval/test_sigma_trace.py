@@ -21,6 +21,19 @@ def test_summary_splits_sigma_by_gripper_state():
     assert s["successes"] == 1 and s["decisions"] == 5 and s["decisions_gripper_closed"] == 2
 
 
+def test_successful_episodes_split_around_the_decision_that_closed_the_gripper():
+    records = [  # the chunk chosen at decision 2 closed the gripper (read closed from decision 3)
+        {"sigma": [0.2, 0.6, 0.1, 0.0, 0.05], "gripper": [1.0, 1.0, 1.0, 0.0, 0.0], "success": True, "length": 5},
+        {"sigma": [0.5, 0.5], "gripper": [1.0, 1.0], "success": True, "length": 2},  # never closed: no split
+        {"sigma": [0.9, 0.9, 0.9], "gripper": [1.0, 0.0, 0.0], "success": False, "length": 3},  # failures: none
+    ]
+    s = sigma_trace.summarise(records, open_value=1.0, closed_value=0.0)
+    assert s["successes_sigma_reach"] == pytest.approx(0.4)
+    assert s["successes_sigma_grasp"] == pytest.approx(0.1)
+    assert s["successes_sigma_after"] == pytest.approx(0.025)
+    assert sigma_trace.summarise(records[2:], 1.0, 0.0)["successes_sigma_grasp"] is None
+
+
 def test_trace_of_a_saved_agent(tiny_base_policy, tiny_rl, tmp_path, capsys):
     from tmrl_vla.csp.config import CSPConfig
     from tmrl_vla.csp.policy import CSPPolicy
