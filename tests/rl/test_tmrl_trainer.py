@@ -255,6 +255,15 @@ def test_self_imitation_keeps_successes_without_mixing_batches(tiny_base_policy,
     assert any("actor/imitation_nll" in r for r in rows)
 
 
+def test_evaluation_counts_a_fixed_share_of_episodes_per_env(tiny_base_policy, tmp_path, even_seeds_succeed):
+    """Env 0 starts on an even seed (quick success), env 1 on an odd one (time-out). Counting the
+    first endings would score the quick successes twice before the slow failure ends (2/3 for two
+    episodes); one episode per env is the unbiased 1/2."""
+    t = trainer(tiny_base_policy, tmp_path)
+    assert t.evaluate(2) == 0.5
+    t.close()
+
+
 def test_n_step_rows_reach_the_replay_and_a_resume_loses_none(tiny_base_policy, tmp_path):
     import torch
 

@@ -345,14 +345,20 @@ class TMRLTrainer:
             seed=EVAL_SEED,
             image_grid=c.image_grid,
         )
-        done = wins = 0
+        # Each env plays a fixed share of the episodes. Stopping at the first `episodes` endings
+        # instead would over-count short episodes, and here the successful episodes are the short ones.
+        n = envs.num_envs
+        quota = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)])
+        played = torch.zeros(n, dtype=torch.long)
+        wins = 0
         evaluator.reset()
-        while done < episodes:
+        while (played < quota).any():
             t = evaluator.step(deterministic=True)
-            done += int(t.episode_end.sum())
-            wins += int(t.success.sum())
+            counted = t.episode_end & (played < quota)
+            wins += int((t.success & counted).sum())
+            played += counted.long()
         envs.close()
-        return wins / done
+        return wins / episodes
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state(self) -> dict:
