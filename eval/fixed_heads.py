@@ -40,19 +40,12 @@ class FixedHeads:
 def score(csp, pre, post, envs, actions: dict, *, seed: int, n_exec: int) -> tuple[int, int]:
     """(successes, episodes) of the fixed setting over one episode per env of ``envs``, started from
     seeds seed, seed+1, ... (the same initial states for every setting scored on the same envs)."""
-    from tmrl_vla.rl.collector import DecisionCollector
+    from tmrl_vla.rl.collector import DecisionCollector, play_episodes
 
     collector = DecisionCollector(envs, csp, FixedHeads(actions), pre, post, n_exec=n_exec, seed=seed)
     collector.reset()
     episodes = envs.num_envs
-    finished = torch.zeros(episodes, dtype=torch.bool)
-    wins = 0
-    while not finished.all():  # each env's first episode only: finished envs restart but are not counted
-        t = collector.step()
-        first = t.episode_end & ~finished
-        wins += int((t.success & first).sum())
-        finished |= t.episode_end
-    return wins, episodes
+    return play_episodes(collector, torch.ones(episodes, dtype=torch.long)), episodes  # each env's first episode
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -156,3 +156,20 @@ class DecisionCollector:
         else:
             self._obs, self._encoded = obs, (next_cache, next_features)
         return transitions
+
+
+def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False) -> int:
+    """Step ``collector`` (already reset) until env i has ended ``per_env[i]`` episodes; returns the
+    successes among those episodes. Later episodes of envs that are done are played but not counted.
+
+    A fixed share per env, rather than the first N endings over all envs: the first endings are
+    biased towards short episodes, and on tasks where success ends an episode, those are successes.
+    """
+    played = torch.zeros_like(per_env)
+    wins = 0
+    while (played < per_env).any():
+        t = collector.step(deterministic=deterministic)
+        counted = t.episode_end & (played < per_env)
+        wins += int((t.success & counted).sum())
+        played += counted.long()
+    return wins

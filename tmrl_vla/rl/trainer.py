@@ -330,7 +330,7 @@ class TMRLTrainer:
     def evaluate(self, episodes: int) -> float:
         """Success rate of the deterministic high-level policy on fresh episodes (seeds apart from training)."""
         from tmrl_vla.envs.batched import BatchedEnv
-        from tmrl_vla.rl.collector import DecisionCollector
+        from tmrl_vla.rl.collector import DecisionCollector, play_episodes
 
         envs = BatchedEnv(self.make_env, min(self.config.num_envs, episodes))
         c = self.collector
@@ -345,18 +345,10 @@ class TMRLTrainer:
             seed=EVAL_SEED,
             image_grid=c.image_grid,
         )
-        # Each env plays a fixed share of the episodes. Stopping at the first `episodes` endings
-        # instead would over-count short episodes, and here the successful episodes are the short ones.
-        n = envs.num_envs
+        n = envs.num_envs  # each env plays a fixed share of the episodes (see play_episodes)
         quota = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)])
-        played = torch.zeros(n, dtype=torch.long)
-        wins = 0
         evaluator.reset()
-        while (played < quota).any():
-            t = evaluator.step(deterministic=True)
-            counted = t.episode_end & (played < quota)
-            wins += int((t.success & counted).sum())
-            played += counted.long()
+        wins = play_episodes(evaluator, quota, deterministic=True)
         envs.close()
         return wins / episodes
 
