@@ -69,7 +69,13 @@ def test_self_imitation_pulls_the_actor_to_its_successful_actions():
         agent = SACAgent(actor, critics, SACConfig(utd=1, batch_size=64, actor_lr=3e-3, imitation_weight=weight))
         replay = ReplayBuffer(256, 2, {"z": 2, "y": 1})
         obs = torch.randn(256, 2)
-        replay.add(obs, {"z": torch.rand(256, 2) * 2 - 1, "y": torch.rand(256, 1) * 2 - 1}, torch.zeros(256), torch.zeros(256), obs)
+        replay.add(
+            obs,
+            {"z": torch.rand(256, 2) * 2 - 1, "y": torch.rand(256, 1) * 2 - 1},
+            torch.zeros(256),
+            torch.zeros(256),
+            obs,
+        )
         wins = ReplayBuffer(64, 2, {"z": 2, "y": 1})
         good = {"z": torch.tensor([[0.6, -0.4]]).expand(64, 2), "y": torch.full((64, 1), -0.7)}
         wins.add(torch.randn(64, 2), good, torch.ones(64), torch.ones(64), torch.randn(64, 2))

@@ -33,8 +33,9 @@ class SACConfig:
     # Whether -alpha log pi(a'|s') enters the TD target. The reference TMRL code computes it and
     # drops it, and so do we: with all three heads the eps_c head alone has ~65 nats of entropy, so
     # at alpha ~0.04 the bonus is worth ~2.7 per decision against rewards of at most 1 per episode.
-    # Measured (the recipe's earlier preset, all three heads, seed 0, 300 decisions): with it, Q read 10.7, 25.4, 39.2, 51.8, 63.4
-    # at decisions 51-251 and 72.9 at 300; without, 0.02. Successes 22/128 vs 20/124 episodes.
+    # Measured (the recipe's earlier preset, all three heads, seed 0, 300 decisions): with it, Q
+    # read 10.7, 25.4, 39.2, 51.8, 63.4 at decisions 51-251 and 72.9 at 300; without, 0.02.
+    # Successes 22/128 vs 20/124 episodes.
     entropy_backup: bool = False
     # The TD target takes the min over this many target critics drawn at random per update (REDQ,
     # Chen et al. 2021); None takes the min over all N. With 0/1 rewards the min over all five
