@@ -2,7 +2,7 @@
 
     python eval/compare_tmrl_dsrl.py                      # 5 seeds each, the embedded default (~95 min on 2 cores)
     python eval/compare_tmrl_dsrl.py --seeds 3 --decisions 400 --jobs 2
-    python eval/compare_tmrl_dsrl.py --rl.image_grid=2 --rl.success_buffer=true --out outputs/cmp_grid
+    python eval/compare_tmrl_dsrl.py --rl.image_grid=1 --rl.success_buffer=true --out outputs/cmp_mean_pooled
 
 Any further ``--rl.*`` argument is a recipe override (as in ``recipes/finetune_pick.py``) applied to
 both agents' preset.
@@ -102,10 +102,20 @@ def summarise(results: list[dict], threshold: float) -> dict:
     out["ratio_ci95"] = list(ratio_ci(a, b)) if len(a) > 1 and len(b) > 1 else [math.nan, math.nan]
     out["seeds"] = min(len(a), len(b))
     out["threshold"] = threshold
-    if out["tmrl_censored"] or out["dsrl_censored"]:
+    # A censored run counts at its total episodes, a lower bound of its true episodes-to-threshold;
+    # so censored DSRL runs make the ratio an upper bound, censored TMRL runs a lower bound, and
+    # both together leave it unbounded either way.
+    censored = [agent for agent in ("tmrl", "dsrl") if out[f"{agent}_censored"]]
+    out["ratio_bound"] = {(): "exact", ("dsrl",): "upper", ("tmrl",): "lower"}.get(tuple(censored), "none")
+    if censored:
+        meaning = {
+            "upper": "the ratio is an upper bound (TMRL needs at most this fraction of DSRL's episodes)",
+            "lower": "the ratio is a lower bound",
+            "none": "the ratio bounds nothing (both agents have censored runs)",
+        }[out["ratio_bound"]]
         out["note"] = (
-            "censored runs never reached the threshold and count at their total episodes: "
-            "their agent's episodes (and any ratio involving them) are lower bounds"
+            "censored runs never reached the threshold and count at their total episodes, so their "
+            f"agent's episodes are lower bounds; {meaning}"
         )
     return out
 
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         rl = dataclasses.replace(
             rl, hidden=16, num_critics=2, warmup_decisions=1, eval_episodes=2, sac=SACConfig(utd=1, batch_size=4)
         )
-    if overrides:  # on top of this script's preset, e.g. --rl.image_grid=2
+    if overrides:  # on top of this script's preset, e.g. --rl.image_grid=1
         rl = parse_args(dataclasses.replace(preset, rl=rl), overrides).rl
     env = EnvSpec(episode_length=args.episode_length)
     jobs = []

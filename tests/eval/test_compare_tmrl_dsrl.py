@@ -47,6 +47,19 @@ def test_runs_that_never_reach_the_threshold_are_censored_lower_bounds():
     s = compare.summarise(results, 0.8)
     assert s["dsrl_censored"] == 2 and s["dsrl_episodes_to_80"] == 400  # counted at their total episodes
     assert "lower bounds" in s["note"]
+    # DSRL's episodes are underestimated, so TMRL / DSRL is an upper bound
+    assert s["ratio_bound"] == "upper" and "upper bound" in s["note"]
+
+
+@pytest.mark.parametrize(
+    "tmrl, dsrl, bound",
+    [([100, 140], [300, 360], "exact"), ([None, 140], [300, 360], "lower"), ([None, 140], [None, 360], "none")],
+)
+def test_ratio_bound_follows_which_agent_is_censored(tmrl, dsrl, bound):
+    results = [result("tmrl", s, e) for s, e in enumerate(tmrl)] + [result("dsrl", s, e) for s, e in enumerate(dsrl)]
+    s = compare.summarise(results, 0.8)
+    assert s["ratio_bound"] == bound
+    assert ("note" in s) == (bound != "exact")
 
 
 def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, capsys):
@@ -68,7 +81,7 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, ca
         "6",
         "--out",
         str(tmp_path / "cmp"),
-        "--rl.image_grid=2",
+        "--rl.image_grid=1",  # the preset pools on a 2 x 2 grid
     ]
     compare.main(args)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -76,7 +89,7 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, ca
     assert last["seeds"] == 2 and not math.isnan(last["ratio"])
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "cmp" / "tmrl" / "seed0" / "checkpoints" / f"{2:08d}" / "config.json").read_text())
-    assert saved["image_grid"] == 2  # the pass-through override reached the runs
+    assert saved["image_grid"] == 1  # the pass-through override reached the runs
     for agent in ("tmrl", "dsrl"):
         for seed in (0, 1):
             rows = (tmp_path / "cmp" / agent / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
