@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("sigma_trace", ROOT / "eval" / "sigma_trace.py")
@@ -45,7 +46,8 @@ def test_trace_of_a_saved_agent(tiny_base_policy, tiny_rl, tmp_path, capsys):
     policy, pre, post = load_lerobot_policy(tiny_base_policy)
     csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
     adapter = csp.save_pretrained(tmp_path / "adapter")
-    config = tiny_rl(total_decisions=2, eval_every=100)
+    # z and sigma only, as in the preset: the CSP policy then draws its context noise itself
+    config = tiny_rl(total_decisions=2, eval_every=100, tmrl_heads=("z", "y"))
     t = TMRLTrainer(
         config,
         csp=csp,
@@ -66,3 +68,15 @@ def test_trace_of_a_saved_agent(tiny_base_policy, tiny_rl, tmp_path, capsys):
     assert last["episodes"] == 2 and last["decisions"] == 4  # 6 steps, 5 per decision: 2 decisions each
     assert 0.0 <= last["sigma_mean"] <= 1.0
     assert (tmp_path / "trace" / "sigma_trace.png").stat().st_size > 1000
+
+    # The same agent on the same states traces the same episodes, whatever torch's global generator
+    # was doing before (the CSP policy draws its i.i.d. context noise from it).
+    def run():
+        return sigma_trace.trace(
+            str(agent_dir), episodes=2, shift="moved_camera", seed=5, deterministic=True, episode_length=6
+        )
+
+    torch.manual_seed(1)
+    first = run()
+    torch.manual_seed(2)
+    assert run() == first
