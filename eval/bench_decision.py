@@ -2,12 +2,13 @@
 
     python eval/bench_decision.py [--repeats 60] [--batch 1]
 
-A decision is: clean prefix once (vision encoder), pooled features, the high-level policy's three
-heads, then the CSP policy sampling the chunk from z under the prefix noised at sigma, reusing the
-prefix. The CSP policy is frozen in TMRL, so its adapter is merged (``merge_adapter()``), as the
-recipe runs it. The embedded default (tiny SmolVLA, random weights: latency does not depend on
-them). The last line is one JSON object: ``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported,
-the ratio against plain PEFT LoRA sampling (the LoRA's own cost removed).
+A decision is: clean prefix once (vision encoder), pooled features (on the recipe preset's image
+grid), the high-level policy's three heads, then the CSP policy sampling the chunk from z under the
+prefix noised at sigma, reusing the prefix. The CSP policy is frozen in TMRL, so its adapter is
+merged (``merge_adapter()``), as the recipe runs it. The embedded default (tiny SmolVLA, random
+weights: latency does not depend on them). The last line is one JSON object:
+``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported, the ratio against plain PEFT
+LoRA sampling (the LoRA's own cost removed).
 """
 
 from __future__ import annotations
@@ -21,19 +22,24 @@ from benchlib import csp_and_plain_lora, interleaved_medians, latency_args, tiny
 def main() -> None:
     args = latency_args(__doc__)
 
+    from tmrl_vla.finetune import default_rl
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.decision import decide
+
+    grid = default_rl().image_grid
 
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
     csp.merge_adapter()
-    actor = HighLevelPolicy(HighLevelConfig(obs_dim=csp.feature_width() + 6, action_dim=6, embed_dim=csp.embed_width))
+    actor = HighLevelPolicy(
+        HighLevelConfig(obs_dim=csp.feature_width(grid) + 6, action_dim=6, embed_dim=csp.embed_width)
+    )
     noise = torch.randn(args.batch, 10, 32)
     med = interleaved_medians(
         {
             "bare": lambda: policy.predict_action_chunk(dict(batch), noise=noise),
             "lora": lambda: lora_policy.predict_action_chunk(dict(batch), noise=noise),
-            "decision": lambda: decide(csp, actor, dict(batch)),
+            "decision": lambda: decide(csp, actor, dict(batch), image_grid=grid),
         },
         args.repeats,
     )
@@ -44,6 +50,7 @@ def main() -> None:
                 "decision_vs_lora_ratio": round(med["decision"] / med["lora"], 4),
                 "repeats": args.repeats,
                 "batch": args.batch,
+                "image_grid": grid,
             }
         )
     )

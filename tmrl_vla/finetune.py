@@ -51,8 +51,10 @@ def default_rl() -> TMRLConfig:
 
     The agent settings are the ones measured to learn the pick task (README, "TMRL vs DSRL"):
     exploration noise held per episode, 3-step returns, 8 actor updates of 2 critic updates each per
-    decision, a faster temperature, a 40-decision warm-up, and TMRL steering z and sigma only (the
-    CSP policy draws its context noise i.i.d. per token, as in its training).
+    decision, a faster temperature, a 40-decision warm-up, TMRL steering z and sigma only (the
+    CSP policy draws its context noise i.i.d. per token, as in its training), and image tokens
+    pooled on a 2 x 2 grid: the mean image token loses where the cube is, and with it TMRL
+    plateaued near 55% success; with the grid it reaches 80% (README, "TMRL vs DSRL").
     """
     return TMRLConfig(
         tmrl_heads=("z", "y"),
@@ -62,6 +64,7 @@ def default_rl() -> TMRLConfig:
         updates_per_decision=8,
         n_step=3,
         exploration="episode",
+        image_grid=2,
         eval_every=100,
         eval_episodes=16,
         save_every=50,

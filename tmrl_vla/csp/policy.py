@@ -87,7 +87,8 @@ class PrefixCache:
             if num_cameras * side * side != tokens.shape[1] or side % image_grid:
                 raise ValueError(
                     f"cannot pool {tokens.shape[1]} image tokens from {num_cameras} camera(s) on a "
-                    f"{image_grid} x {image_grid} grid: each camera's tokens must form a square grid divisible by it"
+                    f"{image_grid} x {image_grid} grid: each camera's tokens must form a square grid divisible by it "
+                    "(choose another --rl.image_grid; 1 pools each camera's tokens to their mean)"
                 )
             grid = tokens.view(b * num_cameras, side, side, d).permute(0, 3, 1, 2)
             pooled = torch.nn.functional.adaptive_avg_pool2d(grid, image_grid)  # (b * cams, d, g, g)
