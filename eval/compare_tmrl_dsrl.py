@@ -1,6 +1,6 @@
 """TMRL vs DSRL on the default fine-tuning task: success vs environment episodes over several seeds.
 
-    python eval/compare_tmrl_dsrl.py                      # 5 seeds each, the embedded default (~95 min on 2 cores)
+    python eval/compare_tmrl_dsrl.py                      # 5 seeds each, the embedded default (~2 h on 2 cores)
     python eval/compare_tmrl_dsrl.py --seeds 3 --decisions 400 --jobs 2
     python eval/compare_tmrl_dsrl.py --rl.image_grid=1 --rl.success_buffer=true --out outputs/cmp_mean_pooled
 
