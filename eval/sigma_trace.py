@@ -32,9 +32,6 @@ def trace(
     from tmrl_vla.rl.collector import DecisionCollector
     from tmrl_vla.rl.pretrained import TMRLAgent
 
-    # The CSP policy draws its i.i.d. context noise (when the agent has no eps_c head) from torch's
-    # global generator: seed it, so that the same agent on the same states traces the same episodes.
-    torch.manual_seed(seed)
     agent = TMRLAgent.from_pretrained(agent_dir)
     policy, pre, post = load_lerobot_policy(agent.base_policy)
     # DSRL agents carry no adapter: their policy is the plain BC one (sigma stays 0)

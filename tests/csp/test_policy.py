@@ -111,6 +111,27 @@ def test_context_noise_modes_and_width_check(fresh):
         sample(csp, batch, noise, sigma=0.5, context_noise=torch.randn(3, d + 1))
 
 
+@pytest.mark.parametrize("mode", ["iid", "tiled"])
+def test_sampled_context_noise_comes_from_the_given_generator(fresh, mode):
+    """With no explicit context noise, a seeded generator fixes the draw whatever torch's global
+    generator does; without one the global generator is used (as in CSP training)."""
+    policy, batch, noise = fresh
+    csp = calibrated(policy, batch, context_noise=mode)
+
+    def draw(seed):
+        return sample(csp, batch, noise, sigma=0.7, generator=torch.Generator().manual_seed(seed))
+
+    torch.manual_seed(1)
+    first = draw(0)
+    torch.manual_seed(2)
+    assert torch.equal(draw(0), first)
+    assert not torch.equal(draw(1), first)
+    torch.manual_seed(3)
+    a = sample(csp, batch, noise, sigma=0.7)
+    torch.manual_seed(3)
+    assert torch.equal(sample(csp, batch, noise, sigma=0.7), a)
+
+
 def test_bad_sigma_is_rejected(fresh):
     policy, batch, noise = fresh
     csp = calibrated(policy, batch)

@@ -70,7 +70,7 @@ def test_trace_of_a_saved_agent(tiny_base_policy, tiny_rl, tmp_path, capsys):
     assert (tmp_path / "trace" / "sigma_trace.png").stat().st_size > 1000
 
     # The same agent on the same states traces the same episodes, whatever torch's global generator
-    # was doing before (the CSP policy draws its i.i.d. context noise from it).
+    # was doing before (the CSP context noise comes from the collector's seeded generator).
     def run():
         return sigma_trace.trace(
             str(agent_dir), episodes=2, shift="moved_camera", seed=5, deterministic=True, episode_length=6

@@ -41,9 +41,9 @@ def test_dsrl_decision_uses_no_sigma_or_context_noise(tiny_policy_and_batch):
     seen = []
     original = csp.conditioned
 
-    def spy(sigma, batch_size, context_noise=None):
+    def spy(sigma, batch_size, context_noise=None, generator=None):
         seen.append((sigma, context_noise))
-        return original(sigma, batch_size, context_noise)
+        return original(sigma, batch_size, context_noise, generator)
 
     csp.conditioned = spy
     d = decide(csp, actor, dict(batch), generator=torch.Generator().manual_seed(0))

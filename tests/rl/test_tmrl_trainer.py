@@ -78,6 +78,25 @@ def test_dsrl_is_the_same_loop_with_only_z(tiny_base_policy, tmp_path):
     assert not any(k.endswith(("_y", "_eps_c")) for r in rows for k in r)
 
 
+def test_evaluation_leaves_the_training_stream_alone(tiny_base_policy, tmp_path):
+    """Evaluating more often must not change what the agent trains on: the CSP context noise (no
+    eps_c head, so the CSP policy draws it) comes from each collector's own generator."""
+    import torch
+
+    def replay(eval_every, out):
+        t = trainer(tiny_base_policy, out, tmrl_heads=("z", "y"), total_decisions=4, eval_every=eval_every)
+        t.train()
+        t.close()
+        assert (t.replay.actions["y"][: len(t.replay)] > -1).any()  # sigma > 0: context noise was drawn
+        state = t.replay.state_dict()
+        return {"obs": state["obs"], "next_obs": state["next_obs"], "reward": state["reward"]} | state["actions"]
+
+    rarely, often = replay(4, tmp_path / "a"), replay(1, tmp_path / "b")
+    assert rarely.keys() == often.keys() == {"obs", "next_obs", "reward", "z", "y"}
+    for key in rarely:
+        assert torch.equal(rarely[key], often[key]), key
+
+
 def run_script(tiny_base_policy, out, total, *, processes=1):
     import os
     import sys

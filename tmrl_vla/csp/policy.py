@@ -102,6 +102,7 @@ class PrefixCache:
 class _Conditioning:
     sigma: torch.Tensor  # (b,)
     context_noise: torch.Tensor | None  # (b, D) tiled, (b, n, D) per token, or None (sampled)
+    generator: torch.Generator | None = None  # draws the sampled context noise (None: torch's global one)
     # The sigma embedding is the same at every flow step of one call: computed once, on first use.
     embedding: torch.Tensor | None = None
 
@@ -379,7 +380,7 @@ class CSPPolicy(nn.Module):
             if flag:
                 mask = mask | seg
             scale = scale + seg.to(embs.dtype) * self._segment_scale(name)
-        eps = self._context_eps(call.context_noise, embs)
+        eps = self._context_eps(call.context_noise, embs, call.generator)
         if self.config.noise_scale == "segment":
             eps = eps * scale[..., None]
         noised = forward_noise(embs, call.sigma.to(embs.device), self.schedule, eps, mask)
@@ -398,12 +399,17 @@ class CSPPolicy(nn.Module):
             return 0.0
         return float(self.config.segment_scale[name])
 
-    def _context_eps(self, context_noise: torch.Tensor | None, embs: torch.Tensor) -> torch.Tensor:
+    def _context_eps(
+        self, context_noise: torch.Tensor | None, embs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         b, n, d = embs.shape
         if context_noise is None:
-            if self.config.context_noise == "tiled":
-                return torch.randn(b, 1, d, device=embs.device, dtype=embs.dtype).expand(b, n, d)
-            return torch.randn_like(embs)
+            tiled = self.config.context_noise == "tiled"
+            shape = (b, 1, d) if tiled else (b, n, d)
+            # drawn where the generator lives (a CPU generator cannot fill a CUDA tensor), then moved
+            device = generator.device if generator is not None else embs.device
+            eps = torch.randn(shape, generator=generator, device=device, dtype=embs.dtype).to(embs.device)
+            return eps.expand(b, n, d)
         context_noise = context_noise.to(device=embs.device, dtype=embs.dtype)
         if context_noise.ndim == 2:  # one vector per sample, tiled over the context tokens
             return context_noise[:, None, :].expand(b, n, d)
@@ -422,8 +428,17 @@ class CSPPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------ conditioning
     @contextlib.contextmanager
-    def conditioned(self, sigma: torch.Tensor | float, batch_size: int, context_noise: torch.Tensor | None = None):
-        """Run the wrapped policy at per-sample ``sigma`` (b,) for the duration of the block."""
+    def conditioned(
+        self,
+        sigma: torch.Tensor | float,
+        batch_size: int,
+        context_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        """Run the wrapped policy at per-sample ``sigma`` (b,) for the duration of the block.
+
+        ``generator`` draws the context noise when ``context_noise`` is None (torch's global
+        generator when it is None too)."""
         if not isinstance(sigma, torch.Tensor):
             sigma = torch.full((batch_size,), float(sigma))
         sigma = check_sigma(sigma, batch_size)
@@ -434,7 +449,7 @@ class CSPPolicy(nn.Module):
                 f"context noise must be (b, D) or (b, n, D) with b = {batch_size} and the policy's embedding "
                 f"width D = {self.embed_width}; got {tuple(context_noise.shape)}"
             )
-        previous, self._call = self._call, _Conditioning(sigma=sigma, context_noise=context_noise)
+        previous, self._call = self._call, _Conditioning(sigma=sigma, context_noise=context_noise, generator=generator)
         try:
             yield
         finally:
@@ -488,18 +503,20 @@ class CSPPolicy(nn.Module):
         context_noise: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         prefix: PrefixCache | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """LeRobot's ``predict_action_chunk`` at per-sample ``sigma`` (b,) (a float applies to all).
 
-        ``context_noise``: None samples it (per the config's mode); a (b, D) tensor is one vector
-        per sample tiled over all context tokens (what TMRL feeds); (b, n, D) is per token.
+        ``context_noise``: None samples it (per the config's mode) from ``generator`` (torch's global
+        generator when None); a (b, D) tensor is one vector per sample tiled over all context tokens
+        (what TMRL feeds); (b, n, D) is per token.
         ``noise``: the flow's initial noise (b, chunk, max_action_dim), as in LeRobot.
         ``prefix``: a clean prefix from :meth:`encode_prefix` of the same batch, reused instead of
         running the vision encoder again.
         """
         previous, self._prefix_cache = self._prefix_cache, prefix
         try:
-            with self.conditioned(sigma, self._batch_size(batch), context_noise):
+            with self.conditioned(sigma, self._batch_size(batch), context_noise, generator):
                 return self.base_policy.predict_action_chunk(batch, noise=noise)
         finally:
             self._prefix_cache = previous

@@ -90,7 +90,9 @@ def decide(
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
     transition's next observation; ``uniform``: warm-up decision with uniform random heads;
-    ``noise``: the heads' standard-normal exploration draws (fresh ones when None)."""
+    ``noise``: the heads' standard-normal exploration draws (fresh ones when None). Everything random
+    here, the CSP context noise when no eps_c head picks it included, comes from ``generator``: an
+    evaluation with its own generator leaves the training's random stream untouched."""
     cache, features = encoded if encoded is not None else encode(csp, batch, image_grid)
     b = features.shape[0]
     if uniform:
@@ -101,5 +103,7 @@ def decide(
     noise = latent_to_noise(actions["z"], config.chunk_size, config.max_action_dim, z_scale)
     sigma = sigma_from_y(actions["y"]) if "y" in actions else torch.zeros(b)
     context_noise = actions.get("eps_c")
-    chunk = csp.predict_action_chunk(batch, sigma=sigma, context_noise=context_noise, noise=noise, prefix=cache)
+    chunk = csp.predict_action_chunk(
+        batch, sigma=sigma, context_noise=context_noise, noise=noise, prefix=cache, generator=generator
+    )
     return Decision(chunk=chunk, actions=actions, log_probs=log_probs, features=features, sigma=sigma, prefix=cache)
