@@ -4,7 +4,8 @@
     python eval/sigma_trace.py --agent DIR --episodes 8 --shift moved_camera
 
 The TMRL paper saw sigma low while grasping (precision: read the context) and high while reaching
-(exploration). This runs the agent deterministically on fresh episodes, records sigma and the
+(exploration). This runs the agent deterministically (or, with ``--stochastic``, sampling its heads
+the way it was trained: per decision, or held per episode) on fresh episodes, records sigma and the
 gripper joint at every decision, plots one panel per episode (sigma, and the gripper opening on a
 second axis, a marker where the episode succeeded) and summarises mean sigma with the gripper open
 vs closed. Prints the summary as its last line.
@@ -50,6 +51,7 @@ def trace(
         z_scale=agent.config.z_scale,
         seed=seed,
         image_grid=agent.config.image_grid,
+        exploration=agent.config.exploration,  # how --stochastic samples: as in training
     )
     collector.reset()
     records = [{"sigma": [], "gripper": [], "success": False, "length": None} for _ in range(episodes)]
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--shift", default="moved_camera")
     parser.add_argument("--seed", type=int, default=3_000_000_000)
-    parser.add_argument("--stochastic", action="store_true", help="sample the heads instead of their means")
+    parser.add_argument("--stochastic", action="store_true", help="sample the heads as in training instead of taking their means")
     parser.add_argument("--episode-length", type=int, default=None, help="override the env's (tests)")
     parser.add_argument("--out", default="outputs/sigma_trace")
     args = parser.parse_args(argv)
