@@ -52,6 +52,7 @@ def trace(
         seed=seed,
         image_grid=agent.config.image_grid,
         exploration=agent.config.exploration,  # how --stochastic samples: as in training
+        encoder=agent.observation_encoder(),
     )
     collector.reset()
     records = [{"sigma": [], "gripper": [], "success": False, "length": None} for _ in range(episodes)]
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--shift", default="moved_camera")
     parser.add_argument("--seed", type=int, default=3_000_000_000)
-    parser.add_argument("--stochastic", action="store_true", help="sample the heads as in training instead of taking their means")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample the heads as in training instead of taking their means"
+    )
     parser.add_argument("--episode-length", type=int, default=None, help="override the env's (tests)")
     parser.add_argument("--out", default="outputs/sigma_trace")
     args = parser.parse_args(argv)

@@ -112,3 +112,32 @@ def tiny_rl_config(**overrides):
 def tiny_rl():
     """``tiny_rl(**overrides)`` -> a test-sized TMRLConfig."""
     return tiny_rl_config
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2(tmp_path_factory):
+    """A tiny random DINOv2-with-registers and its image processor, saved like a Hub checkpoint."""
+    from transformers import BitImageProcessor, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    config = Dinov2WithRegistersConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        patch_size=8,
+        image_size=32,
+        num_register_tokens=4,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("dinov2") / "model"
+    model = Dinov2WithRegistersModel(config)
+    model.save_pretrained(path)
+    processor = BitImageProcessor(
+        size={"shortest_edge": 40},
+        crop_size={"height": 32, "width": 32},
+        do_center_crop=True,
+        image_mean=[0.4, 0.5, 0.6],
+        image_std=[0.2, 0.25, 0.3],
+    )
+    processor.save_pretrained(path)
+    return path, model.eval(), processor

@@ -38,6 +38,8 @@ def test_overrides_apply_on_top_of_the_preset(tmp_path):
     cfg = parse_args(preset, ["--agent=dsrl", "--rl.sac.utd=3", "--resume=true", "--env.shift=dim_light"])
     assert cfg.rl.agent == "dsrl" and cfg.rl.sac.utd == 3 and cfg.resume and cfg.env.shift == "dim_light"
     assert cfg.rl.num_envs == 2
+    cfg = parse_args(preset, ["--rl.obs_encoder=facebook/dinov2-with-registers-small"])
+    assert cfg.rl.obs_encoder == "facebook/dinov2-with-registers-small" and preset.rl.obs_encoder is None
 
 
 def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):

@@ -97,6 +97,47 @@ def test_evaluation_leaves_the_training_stream_alone(tiny_base_policy, tmp_path)
         assert torch.equal(rarely[key], often[key]), key
 
 
+def test_a_separate_observation_encoder_replaces_the_pooled_prefix(
+    tiny_base_policy, tiny_adapter, tiny_dinov2, tmp_path
+):
+    import torch
+
+    from tmrl_vla.envs.batched import BatchedEnv
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    path = str(tiny_dinov2[0])
+    t = trainer(tiny_base_policy, tmp_path / "run", obs_encoder=path, image_grid=2, total_decisions=2, eval_every=2)
+    assert t.agent.actor.config.obs_dim == 2 * 2 * 16 + 6  # one camera, 2 x 2 cells of the encoder's width, state
+    t.train()
+    t.close()
+    # the first stored observations are the encoder's features of the first reset, then the state
+    envs = BatchedEnv(t.make_env, 2)
+    batch = t.collector._batch(envs.reset([0, 1]))  # seed 0: the run's episode seeds start at 0
+    envs.close()
+    expected = torch.cat([t.collector.encoder([batch["observation.images.front"]], 2), batch["observation.state"]], -1)
+    torch.testing.assert_close(t.replay.obs[:2], expected)
+
+    saved = TMRLAgent.from_trainer(t, base_policy=str(tiny_base_policy), csp_adapter=str(tiny_adapter))
+    saved = saved.save_pretrained(tmp_path / "agent")
+    loaded = TMRLAgent.from_pretrained(saved)
+    assert loaded.config.obs_encoder == path and loaded.observation_encoder() is not None
+    assert (
+        f"`{path}` (separate frozen encoder), image tokens pooled on a 2 x 2 grid" in (saved / "README.md").read_text()
+    )
+    import importlib.util
+    from pathlib import Path
+
+    # the eval script rebuilds the observation from the agent's config
+    script = Path(__file__).parents[2] / "eval" / "sigma_trace.py"
+    spec = importlib.util.spec_from_file_location("sigma_trace", script)
+    sigma_trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sigma_trace)
+    (record,) = sigma_trace.trace(
+        str(saved), episodes=1, shift="moved_camera", seed=9, deterministic=True, episode_length=6
+    )
+    assert record["length"] == 2
+
+
 def run_script(tiny_base_policy, out, total, *, processes=1):
     import os
     import sys
@@ -215,6 +256,7 @@ def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
     directory = saved.save_pretrained(tmp_path / "agent")
     card = (directory / "README.md").read_text()
     assert "TMRL high-level policy" in card and "z, y, eps_c" in card
+    assert "the VLA's clean prefix, image tokens pooled on a 1 x 1 grid" in card
     loaded = TMRLAgent.from_pretrained(directory, csp=t.collector.csp)
     features = torch.randn(3, saved.widths["obs_dim"])
     for head, value in saved.act(features).items():

@@ -56,6 +56,7 @@ class DecisionCollector:
         seed: int = 0,
         image_grid: int = 1,
         exploration: str = "decision",
+        encoder=None,
     ) -> None:
         if exploration not in ("decision", "episode"):
             raise ValueError(f"exploration must be 'decision' or 'episode', got {exploration!r}")
@@ -64,6 +65,7 @@ class DecisionCollector:
         self.held_noise: dict[str, torch.Tensor] | None = None  # (num_envs, dim) per head, per episode
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
         self.n_exec, self.z_scale, self.image_grid = n_exec, z_scale, image_grid
+        self.encoder = encoder  # a separate frozen ObservationEncoder, or None (the pooled VLA prefix)
         self.next_seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.episodes_finished = 0
@@ -119,6 +121,7 @@ class DecisionCollector:
             encoded=self._encoded,
             image_grid=self.image_grid,
             noise=self.held_noise,
+            encoder=self.encoder,
         )
         chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (b, chunk, A) in joint units
         n = self.envs.num_envs
@@ -132,9 +135,8 @@ class DecisionCollector:
         success = self.envs.success.copy()
         ended = self.envs.done.copy()
         next_batch = self._batch(obs)
-        next_cache, next_features = encode(
-            self.csp, next_batch, self.image_grid
-        )  # the true next observation, also at time-out
+        # the true next observation, also at time-out
+        next_cache, next_features = encode(self.csp, next_batch, self.image_grid, self.encoder)
 
         transitions = Transitions(
             obs=decision.features,

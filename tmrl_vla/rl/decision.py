@@ -4,7 +4,8 @@ Per decision (TMRL paper, section 3; design: "the vision encoder runs once per d
 
 1. the frozen CSP policy embeds the clean prefix (images and language) once;
 2. the RL observation is the pooled clean prefix (image tokens averaged, whole or on a coarse grid;
-   the mean language token) plus the normalised proprioception;
+   the mean language token) plus the normalised proprioception; or, with a separate frozen
+   ``ObservationEncoder``, its pooled patch tokens per camera plus the proprioception;
 3. the high-level policy picks z (repeated over the chunk as the flow's initial noise, as DSRL does),
    sigma = (y + 1) / 2 and eps_c (one D-vector tiled over the context tokens);
 4. the CSP policy samples the chunk from z under the prefix noised at sigma, *reusing* the prefix
@@ -43,16 +44,38 @@ def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale
     return noise
 
 
-def observation_features(csp: CSPPolicy, cache, batch: dict, image_grid: int = 1) -> torch.Tensor:
-    """(b, F + S): pooled clean prefix (see ``CSPPolicy.prefix_features``) and the normalised state."""
-    return torch.cat([csp.prefix_features(cache, image_grid), batch["observation.state"].float()], dim=-1)
+def image_keys(csp: CSPPolicy) -> list[str]:
+    """The policy's camera keys, in its config's order."""
+    return list(csp.base_policy.config.image_features)
+
+
+def feature_width(csp: CSPPolicy, state_dim: int, image_grid: int = 1, encoder=None) -> int:
+    """Width of :func:`observation_features`."""
+    pooled = (
+        csp.feature_width(image_grid) if encoder is None else encoder.feature_width(len(image_keys(csp)), image_grid)
+    )
+    return pooled + state_dim
+
+
+def observation_features(csp: CSPPolicy, cache, batch: dict, image_grid: int = 1, encoder=None) -> torch.Tensor:
+    """(b, F + S): pooled clean prefix (see ``CSPPolicy.prefix_features``), or the separate
+    ``encoder``'s pooled patch tokens of every camera, and the normalised state."""
+    if encoder is None:
+        pooled = csp.prefix_features(cache, image_grid)
+    else:
+        missing = [k for k in image_keys(csp) if k not in batch]
+        if missing:
+            raise KeyError(f"the observation encoder needs the policy's cameras; the batch lacks {missing}")
+        pooled = encoder([batch[k] for k in image_keys(csp)], image_grid)
+    return torch.cat([pooled.to(batch["observation.state"].device), batch["observation.state"].float()], dim=-1)
 
 
 @torch.no_grad()
-def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1) -> tuple:
-    """(clean prefix cache, RL observation features) of a preprocessed batch: the one vision pass."""
+def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1, encoder=None) -> tuple:
+    """(clean prefix cache, RL observation features) of a preprocessed batch: the VLA's one vision
+    pass (and the separate encoder's, when there is one)."""
     cache = csp.encode_prefix(batch)
-    return cache, observation_features(csp, cache, batch, image_grid)
+    return cache, observation_features(csp, cache, batch, image_grid, encoder)
 
 
 def random_heads(
@@ -87,13 +110,15 @@ def decide(
     encoded: tuple | None = None,
     image_grid: int = 1,
     noise: dict[str, torch.Tensor] | None = None,
+    encoder=None,
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
     transition's next observation; ``uniform``: warm-up decision with uniform random heads;
-    ``noise``: the heads' standard-normal exploration draws (fresh ones when None). Everything random
+    ``noise``: the heads' standard-normal exploration draws (fresh ones when None); ``encoder``: a
+    separate frozen observation encoder (None: the pooled VLA prefix). Everything random
     here, the CSP context noise when no eps_c head picks it included, comes from ``generator``: an
     evaluation with its own generator leaves the training's random stream untouched."""
-    cache, features = encoded if encoded is not None else encode(csp, batch, image_grid)
+    cache, features = encoded if encoded is not None else encode(csp, batch, image_grid, encoder)
     b = features.shape[0]
     if uniform:
         actions, log_probs = random_heads(actor, b, generator, noise)

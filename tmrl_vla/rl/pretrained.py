@@ -114,6 +114,13 @@ class TMRLAgent:
                 f"(weights {self.base_weights_hash}) but is being attached to weights {csp.base_hash}"
             )
 
+    def observation_encoder(self, device: torch.device | str = "cpu"):
+        """The separate frozen encoder this agent observes through (``config.obs_encoder``), or None
+        when it observes the VLA's pooled prefix; pass it to ``DecisionCollector(encoder=...)``."""
+        from tmrl_vla.rl.encoder import load_observation_encoder
+
+        return load_observation_encoder(self.config.obs_encoder, device)
+
     @torch.no_grad()
     def act(self, features: torch.Tensor, *, deterministic: bool = True) -> dict[str, torch.Tensor]:
         """Head actions in [-1, 1] for (b, obs_dim) features (see :func:`tmrl_vla.rl.decision.decide`)."""
@@ -142,6 +149,9 @@ class TMRLAgent:
             weights_hash=meta["base_policy"]["weights_hash"],
             csp_adapter=meta["csp_adapter"] or "none (plain BC policy)",
             heads=", ".join(c.heads),
+            image_grid=c.image_grid,
+            observation=(f"`{c.obs_encoder}` (separate frozen encoder)" if c.obs_encoder else "the VLA's clean prefix")
+            + f", image tokens pooled on a {c.image_grid} x {c.image_grid} grid per camera, and the state",
             num_critics=c.num_critics,
             hidden=c.hidden,
             utd=c.sac.utd,

@@ -61,6 +61,10 @@ class TMRLConfig:
     # Image tokens in the RL observation: 1 = their mean; g = averaged on a g x g grid per camera
     # (keeps coarse position, which the mean loses).
     image_grid: int = 1
+    # A separate frozen vision model for the observation (path or Hub repo id of a ViT-style
+    # transformers model with an image processor, e.g. facebook/dinov2-with-registers-small, as in the
+    # reference code): its patch tokens pooled on the same grid replace the VLA's pooled prefix.
+    obs_encoder: str | None = None
     z_scale: float = 1.0
     replay_capacity: int = 100_000  # per process
     # Keep successful episodes' transitions in a second buffer and sample batches 50/50 from both.
@@ -191,10 +195,14 @@ class TMRLTrainer:
             refuse_existing_run(self.out_dir)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        from tmrl_vla.rl.decision import feature_width
+        from tmrl_vla.rl.encoder import load_observation_encoder
+
         torch.manual_seed(config.seed)  # equal initial weights on every rank (and broadcast below)
         action_dim = csp.base_policy.config.action_feature.shape[0]
         state_dim = csp.base_policy.config.robot_state_feature.shape[0]
-        obs_dim = csp.feature_width(config.image_grid) + state_dim
+        encoder = load_observation_encoder(config.obs_encoder, next(csp.parameters()).device)
+        obs_dim = feature_width(csp, state_dim, config.image_grid, encoder)
         self.agent = build_agent(config, obs_dim, action_dim, csp.embed_width)
         broadcast_module(self.agent)
         self.make_env = make_env
@@ -212,6 +220,7 @@ class TMRLTrainer:
             seed=rank_seed,
             image_grid=config.image_grid,
             exploration=config.exploration,
+            encoder=encoder,
         )
         heads = {h: self.agent.actor.config.head_dim(h) for h in config.heads}
         self.replay = ReplayBuffer(config.replay_capacity, obs_dim, heads)
@@ -344,6 +353,7 @@ class TMRLTrainer:
             z_scale=c.z_scale,
             seed=EVAL_SEED,
             image_grid=c.image_grid,
+            encoder=c.encoder,
         )
         n = envs.num_envs  # each env plays a fixed share of the episodes (see play_episodes)
         quota = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)])
