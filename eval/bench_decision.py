@@ -3,8 +3,9 @@
     python eval/bench_decision.py [--repeats 60] [--batch 1]
 
 A decision is: clean prefix once (vision encoder), pooled features (on the recipe preset's image
-grid), the high-level policy's three heads, then the CSP policy sampling the chunk from z under the
-prefix noised at sigma, reusing the prefix. The CSP policy is frozen in TMRL, so its adapter is
+grid), the high-level policy's heads (the preset's, or all three with ``--all-heads``: then eps_c
+is the policy's instead of the CSP policy's draw), then the CSP policy sampling the chunk from z
+under the prefix noised at sigma, reusing the prefix. The CSP policy is frozen in TMRL, so its adapter is
 merged (``merge_adapter()``), as the recipe runs it. The embedded default (tiny SmolVLA, random
 weights: latency does not depend on them). The last line is one JSON object:
 ``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported, the ratio against plain PEFT
@@ -20,19 +21,21 @@ from benchlib import csp_and_plain_lora, interleaved_medians, latency_args, tiny
 
 
 def main() -> None:
-    args = latency_args(__doc__)
+    args = latency_args(__doc__, extra=lambda p: p.add_argument("--all-heads", action="store_true"))
 
     from tmrl_vla.finetune import default_rl
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.decision import decide
 
-    grid = default_rl().image_grid
+    preset = default_rl()
+    grid = preset.image_grid
+    heads = ("z", "y", "eps_c") if args.all_heads else preset.heads
 
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
     csp.merge_adapter()
     actor = HighLevelPolicy(
-        HighLevelConfig(obs_dim=csp.feature_width(grid) + 6, action_dim=6, embed_dim=csp.embed_width)
+        HighLevelConfig(obs_dim=csp.feature_width(grid) + 6, action_dim=6, embed_dim=csp.embed_width, heads=heads)
     )
     noise = torch.randn(args.batch, 10, 32)
     med = interleaved_medians(
@@ -51,6 +54,7 @@ def main() -> None:
                 "repeats": args.repeats,
                 "batch": args.batch,
                 "image_grid": grid,
+                "heads": list(heads),
             }
         )
     )

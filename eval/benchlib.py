@@ -31,14 +31,17 @@ def tiny_policy_and_batch(batch_size: int):
     return policy, batch
 
 
-def latency_args(description: str):
-    """The latency benchmarks' shared options (``--repeats``, ``--batch``, ``--threads``), threads applied."""
+def latency_args(description: str, extra=None):
+    """The latency benchmarks' shared options (``--repeats``, ``--batch``, ``--threads``), threads
+    applied; ``extra(parser)`` adds a script's own."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args
