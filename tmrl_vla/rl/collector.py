@@ -27,6 +27,7 @@ import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
 from tmrl_vla.rl.decision import decide, encode
+from tmrl_vla.rl.encoder import ObservationEncoder
 from tmrl_vla.rollout import obs_to_batch
 
 
@@ -56,7 +57,7 @@ class DecisionCollector:
         seed: int = 0,
         image_grid: int = 1,
         exploration: str = "decision",
-        encoder=None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         if exploration not in ("decision", "episode"):
             raise ValueError(f"exploration must be 'decision' or 'episode', got {exploration!r}")

@@ -23,6 +23,7 @@ import torch
 
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.rl.actor import HighLevelPolicy, sigma_from_y
+from tmrl_vla.rl.encoder import ObservationEncoder
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ def image_keys(csp: CSPPolicy) -> list[str]:
     return list(csp.base_policy.config.image_features)
 
 
-def feature_width(csp: CSPPolicy, state_dim: int, image_grid: int = 1, encoder=None) -> int:
+def feature_width(
+    csp: CSPPolicy, state_dim: int, image_grid: int = 1, encoder: ObservationEncoder | None = None
+) -> int:
     """Width of :func:`observation_features`."""
     pooled = (
         csp.feature_width(image_grid) if encoder is None else encoder.feature_width(len(image_keys(csp)), image_grid)
@@ -57,7 +60,9 @@ def feature_width(csp: CSPPolicy, state_dim: int, image_grid: int = 1, encoder=N
     return pooled + state_dim
 
 
-def observation_features(csp: CSPPolicy, cache, batch: dict, image_grid: int = 1, encoder=None) -> torch.Tensor:
+def observation_features(
+    csp: CSPPolicy, cache, batch: dict, image_grid: int = 1, encoder: ObservationEncoder | None = None
+) -> torch.Tensor:
     """(b, F + S): pooled clean prefix (see ``CSPPolicy.prefix_features``), or the separate
     ``encoder``'s pooled patch tokens of every camera, and the normalised state."""
     if encoder is None:
@@ -71,7 +76,7 @@ def observation_features(csp: CSPPolicy, cache, batch: dict, image_grid: int = 1
 
 
 @torch.no_grad()
-def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1, encoder=None) -> tuple:
+def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1, encoder: ObservationEncoder | None = None) -> tuple:
     """(clean prefix cache, RL observation features) of a preprocessed batch: the VLA's one vision
     pass (and the separate encoder's, when there is one)."""
     cache = csp.encode_prefix(batch)
@@ -110,7 +115,7 @@ def decide(
     encoded: tuple | None = None,
     image_grid: int = 1,
     noise: dict[str, torch.Tensor] | None = None,
-    encoder=None,
+    encoder: ObservationEncoder | None = None,
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
     transition's next observation; ``uniform``: warm-up decision with uniform random heads;
