@@ -141,3 +141,24 @@ def tiny_dinov2(tmp_path_factory):
     )
     processor.save_pretrained(path)
     return path, model.eval(), processor
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """``publish(directory, repo_id)``: put a saved model into a local Hub cache, as a download
+    would have, with the Hub offline, so loading by repo id runs the real ``snapshot_download``."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def publish(directory, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> None:
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        shutil.copytree(directory, repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+
+    return publish

@@ -205,23 +205,12 @@ def test_prefix_computed_once_is_reused_for_sampling(fresh):
     assert features.shape == (3, 2 * csp.embed_width) and torch.isfinite(features).all()
 
 
-def test_from_pretrained_by_repo_id_from_the_local_hub_cache(fresh, tmp_path, monkeypatch):
+def test_from_pretrained_by_repo_id_from_the_local_hub_cache(fresh, tmp_path, local_hub):
     """The real Hub loading path (snapshot_download on a repo id), served offline from a populated cache."""
-    import shutil
-
-    from huggingface_hub import constants
-
     policy, batch, noise = fresh
     pristine = copy.deepcopy(policy)
     csp = calibrated(policy, batch)
-    saved = csp.save_pretrained(tmp_path / "adapter")
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--someone--tiny-csp-adapter"
-    shutil.copytree(saved, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    local_hub(csp.save_pretrained(tmp_path / "adapter"), "someone/tiny-csp-adapter")
     loaded = CSPPolicy.from_pretrained("someone/tiny-csp-adapter", base=pristine)
     assert loaded.config == csp.config
     ctx = torch.randn(3, csp.embed_width, generator=torch.Generator().manual_seed(4))

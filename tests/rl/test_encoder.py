@@ -36,19 +36,9 @@ def test_features_are_the_patch_tokens_pooled_per_camera(tiny_dinov2):
     assert not any(p.requires_grad for p in encoder.parameters())  # frozen
 
 
-def test_loads_by_repo_id_from_the_local_hub_cache(tiny_dinov2, tmp_path, monkeypatch):
-    import shutil
-
-    from huggingface_hub import constants
-
+def test_loads_by_repo_id_from_the_local_hub_cache(tiny_dinov2, local_hub):
     path, _, _ = tiny_dinov2
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-    repo = tmp_path / "hub" / "models--someone--tiny-dinov2"
-    shutil.copytree(path, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    local_hub(path, "someone/tiny-dinov2")
     images = torch.rand(1, 3, 64, 64)
     by_id = load_observation_encoder("someone/tiny-dinov2")
     torch.testing.assert_close(by_id([images]), ObservationEncoder.from_pretrained(path)([images]))
