@@ -198,10 +198,11 @@ class TMRLTrainer:
         from tmrl_vla.rl.decision import feature_width
         from tmrl_vla.rl.encoder import load_observation_encoder
 
+        # loaded before seeding: building a model may draw from the global generator
+        encoder = load_observation_encoder(config.obs_encoder, next(csp.parameters()).device)
         torch.manual_seed(config.seed)  # equal initial weights on every rank (and broadcast below)
         action_dim = csp.base_policy.config.action_feature.shape[0]
         state_dim = csp.base_policy.config.robot_state_feature.shape[0]
-        encoder = load_observation_encoder(config.obs_encoder, next(csp.parameters()).device)
         obs_dim = feature_width(csp, state_dim, config.image_grid, encoder)
         self.agent = build_agent(config, obs_dim, action_dim, csp.embed_width)
         broadcast_module(self.agent)
