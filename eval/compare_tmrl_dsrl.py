@@ -16,7 +16,8 @@ training episodes when the success rate first reaches it, by one of two measures
 last ``success_window`` training episodes, which includes the exploration noise (with noise held per
 episode, every training episode is an exploration episode). Both are in the JSON. A run that
 never reaches it counts as *censored* at its total episodes (a lower bound), and the ratio is then
-a bound too: the JSON says so. Writes ``curves.png`` and ``summary.json`` and prints the summary
+a bound too: the JSON says so. To tighten such a bound cheaply, ``--extend-unreached`` continues
+only the runs that have not reached the threshold. Writes ``curves.png`` and ``summary.json`` and prints the summary
 as its last line.
 """
 
@@ -43,22 +44,28 @@ def run_one(job: dict) -> dict:
     cfg = job["cfg"]
     run_dir = Path(job["run_dir"])
     metrics = run_dir / "metrics.jsonl"
-    finished = metrics.exists() and any(
-        json.loads(line).get("decision") == cfg.rl.total_decisions for line in metrics.read_text().splitlines()[-1:]
-    )
-    if not finished:
+
+    def reached_by(rows: list[dict]) -> dict:
+        return {
+            m: episodes_to_threshold(rows, job["threshold"], min_episodes=cfg.rl.success_window, measure=m)
+            for m in ("evaluation", "training")
+        }
+
+    rows = read_metrics(metrics) if metrics.exists() else []
+    finished = bool(rows) and rows[-1].get("decision") == cfg.rl.total_decisions
+    # a run that already reached the threshold has its answer: continuing it changes nothing measured
+    settled = job.get("extend_unreached", False) and bool(rows) and reached_by(rows)[job["measure"]] is not None
+    if not (finished or settled):
         run_rl(cfg, job["policy"], job["adapter"], run_dir, log=lambda *_: None)
-    rows = read_metrics(metrics)
-    reached = {
-        m: episodes_to_threshold(rows, job["threshold"], min_episodes=cfg.rl.success_window, measure=m)
-        for m in ("evaluation", "training")
-    }
+        rows = read_metrics(metrics)
+    reached = reached_by(rows)
     return {
         "agent": cfg.rl.agent,
         "seed": cfg.rl.seed,
         "episodes_to_threshold": reached[job["measure"]],
         "episodes_to_threshold_by_measure": reached,
         "total_episodes": rows[-1]["rollout/episodes"],
+        "decisions": rows[-1]["decision"],
         "training_success_rate": rows[-1]["rollout/successes"] / max(rows[-1]["rollout/episodes"], 1),
         "final_success_recent": rows[-1]["rollout/success_recent"],
         "final_eval_success": next((r["eval/success_rate"] for r in reversed(rows) if "eval/success_rate" in r), None),
@@ -135,6 +142,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--adapter", default=None, help="its CSP adapter (default: the embedded one)")
     parser.add_argument("--episode-length", type=int, default=None, help="override the env's (tests)")
     parser.add_argument("--tiny", action="store_true", help="tiny critics and batches (tests)")
+    parser.add_argument(
+        "--extend-unreached",
+        action="store_true",
+        help="continue to --decisions only the runs that have not yet reached the threshold (by --measure); "
+        "the others keep their length, so per-run success rates then cover different lengths",
+    )
     args, overrides = parser.parse_known_args(argv)
     if any(not o.startswith("--rl.") for o in overrides):
         parser.error(f"unknown arguments {overrides}: only --rl.* recipe overrides are passed through")
@@ -180,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "adapter": adapter,
                     "threshold": args.threshold,
                     "measure": args.measure,
+                    "extend_unreached": args.extend_unreached,
                 }
             )
     if args.jobs > 1:
@@ -203,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary["measure"] = args.measure
     summary["runs"] = results
     summary["decisions_per_run"] = args.decisions
+    if args.extend_unreached:
+        summary["decisions_per_run"] = sorted({r["decisions"] for r in results})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"curves: {out / 'curves.png'}  summary: {out / 'summary.json'}")
     final = {k: v for k, v in summary.items() if k != "runs"}

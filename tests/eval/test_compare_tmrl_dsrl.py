@@ -96,3 +96,58 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, ca
             assert len(rows) == 2
     compare.main(args)  # finished runs are read back, not trained again
     assert capsys.readouterr().out.strip().splitlines()[-1] == json.dumps(last)
+
+
+def test_extend_unreached_continues_only_runs_below_the_threshold(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import tmrl_vla.finetune
+
+    def rows(rates):
+        return [
+            {
+                "decision": 10 * (i + 1),
+                "rollout/episodes": 20 * (i + 1),
+                "rollout/success_recent": r,
+                "rollout/successes": 5 * (i + 1),
+            }
+            for i, r in enumerate(rates)
+        ]
+
+    runs = {"reached": rows([0.2, 0.85, 0.6]), "below": rows([0.2, 0.5, 0.7])}
+    for name, metrics in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in metrics))
+    continued = []
+
+    def fake_run_rl(cfg, policy, adapter, run_dir, log):
+        continued.append(Path(run_dir).name)
+        extra = {
+            "decision": cfg.rl.total_decisions,
+            "rollout/episodes": 100,
+            "rollout/success_recent": 0.75,
+            "rollout/successes": 40,
+        }
+        with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+            f.write("\n" + json.dumps(extra))
+
+    monkeypatch.setattr(tmrl_vla.finetune, "run_rl", fake_run_rl)
+    cfg = SimpleNamespace(rl=SimpleNamespace(total_decisions=50, success_window=10, agent="dsrl", seed=0))
+
+    def job(name, extend):
+        return {
+            "cfg": cfg,
+            "run_dir": str(tmp_path / name),
+            "policy": None,
+            "adapter": None,
+            "threshold": 0.8,
+            "measure": "training",
+            "extend_unreached": extend,
+        }
+
+    out = {name: compare.run_one(job(name, True)) for name in runs}
+    assert continued == ["below"]  # the run that reached 80% keeps its length
+    assert out["reached"]["episodes_to_threshold"] == 40 and out["reached"]["decisions"] == 30
+    assert out["below"]["episodes_to_threshold"] is None and out["below"]["decisions"] == 50
+    compare.run_one(job("reached", False))  # without the flag every run goes to --decisions
+    assert continued == ["below", "reached"]
