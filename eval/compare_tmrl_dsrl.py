@@ -17,8 +17,8 @@ last ``success_window`` training episodes, which includes the exploration noise 
 episode, every training episode is an exploration episode). Both are in the JSON. A run that
 never reaches it counts as *censored* at its total episodes (a lower bound), and the ratio is then
 a bound too: the JSON says so. To tighten such a bound cheaply, ``--extend-unreached`` continues
-only the runs that have not reached the threshold. Writes ``curves.png`` and ``summary.json`` and prints the summary
-as its last line.
+only the runs that have not reached the threshold. Writes ``curves.png`` and ``summary.json`` and
+prints the summary as its last line.
 """
 
 from __future__ import annotations
