@@ -5,9 +5,9 @@
 A decision is: clean prefix once (vision encoder), pooled features (on the recipe preset's image
 grid), the high-level policy's heads (the preset's, or all three with ``--all-heads``: then eps_c
 is the policy's instead of the CSP policy's draw), then the CSP policy sampling the chunk from z
-under the prefix noised at sigma, reusing the prefix. The CSP policy is frozen in TMRL, so its adapter is
-merged (``merge_adapter()``), as the recipe runs it. The embedded default (tiny SmolVLA, random
-weights: latency does not depend on them). The last line is one JSON object:
+under the prefix noised at sigma, reusing the prefix. The CSP policy is frozen in TMRL, so its
+adapter is merged (``merge_adapter()``), as the recipe runs it. The embedded default (tiny
+SmolVLA, random weights: latency does not depend on them). The last line is one JSON object:
 ``{"decision_latency_ratio": r, "repeats": n, ...}``; also reported, the ratio against plain PEFT
 LoRA sampling (the LoRA's own cost removed).
 """

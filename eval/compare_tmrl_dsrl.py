@@ -52,13 +52,14 @@ def run_one(job: dict) -> dict:
         }
 
     rows = read_metrics(metrics) if metrics.exists() else []
+    reached = reached_by(rows)
     finished = bool(rows) and rows[-1].get("decision") == cfg.rl.total_decisions
     # a run that already reached the threshold has its answer: continuing it changes nothing measured
-    settled = job.get("extend_unreached", False) and bool(rows) and reached_by(rows)[job["measure"]] is not None
+    settled = job["extend_unreached"] and reached[job["measure"]] is not None
     if not (finished or settled):
         run_rl(cfg, job["policy"], job["adapter"], run_dir, log=lambda *_: None)
         rows = read_metrics(metrics)
-    reached = reached_by(rows)
+        reached = reached_by(rows)
     return {
         "agent": cfg.rl.agent,
         "seed": cfg.rl.seed,
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarise(results, args.threshold)
     summary["measure"] = args.measure
     summary["runs"] = results
-    summary["decisions_per_run"] = args.decisions
-    if args.extend_unreached:
-        summary["decisions_per_run"] = sorted({r["decisions"] for r in results})
+    # with --extend-unreached the runs' lengths differ: list them
+    summary["decisions_per_run"] = (
+        sorted({r["decisions"] for r in results}) if args.extend_unreached else args.decisions
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"curves: {out / 'curves.png'}  summary: {out / 'summary.json'}")
     final = {k: v for k, v in summary.items() if k != "runs"}
