@@ -42,8 +42,8 @@ def score(csp, pre, post, envs, actions: dict, *, seed: int, n_exec: int) -> tup
     seeds seed, seed+1, ... (the same initial states for every setting scored on the same envs)."""
     from tmrl_vla.rl.collector import DecisionCollector, play_episodes
 
-    collector = DecisionCollector(envs, csp, FixedHeads(actions), pre, post, n_exec=n_exec, seed=seed)
-    collector.reset()
+    heads = FixedHeads(actions)
+    collector = DecisionCollector(envs, csp, heads, pre, post, n_exec=n_exec, seed=seed, seeding="per_env")
     episodes = envs.num_envs
     return play_episodes(collector, torch.ones(episodes, dtype=torch.long)), episodes  # each env's first episode
 

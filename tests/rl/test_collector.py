@@ -107,3 +107,62 @@ def test_unknown_exploration_mode_is_refused(tiny_base_policy):
 
     with pytest.raises(ValueError, match="exploration"):
         make_collector(tiny_base_policy, episode_length=5, exploration="chunk")
+
+
+def _record_env_use(envs):
+    """Per env: the seeds its episodes started from and the steps it took."""
+    seeds, steps = {i: [] for i in range(envs.num_envs)}, [0] * envs.num_envs
+    for i, env in enumerate(envs.envs):
+        real_reset, real_step = env.reset, env.step
+
+        def reset(*, seed=None, _i=i, _real=real_reset, **kw):
+            seeds[_i].append(seed)
+            return _real(seed=seed, **kw)
+
+        def step(action, _i=i, _real=real_step):
+            steps[_i] += 1
+            return _real(action)
+
+        env.reset, env.step = reset, step
+    return seeds, steps
+
+
+def test_play_episodes_retires_each_env_after_its_share(tiny_base_policy):
+    import numpy as np
+
+    from tmrl_vla.rl.collector import play_episodes
+
+    collector, envs = make_collector(tiny_base_policy, episode_length=7, heads=("z",))
+    seeds, steps = _record_env_use(envs)
+    assert play_episodes(collector, torch.tensor([1, 3])) == 0  # every episode times out
+    # env 0 stops after one 7-step episode: it is neither reset nor stepped while env 1 plays on
+    assert steps == [7, 21] and [len(s) for s in seeds.values()] == [1, 3]
+    assert collector.retired.all() and collector.episodes_finished == 4
+    # per-env seeding is off here (the collector's default): seeds follow the order episodes start
+    assert seeds == {0: [0], 1: [1, 2, 3]}
+    # a retired env's rows are absent from the transitions, and the batch's env_index says so
+    collector.reset()
+    collector.retire_after_episode[:] = [True, False]
+    first, second = collector.step(), collector.step()
+    assert first.env_index.tolist() == [0, 1] and first.episode_end.tolist() == [False, False]
+    assert second.episode_end.tolist() == [True, True] and collector.retired.tolist() == [True, False]
+    third = collector.step()
+    assert third.env_index.tolist() == [1] and third.obs.shape[0] == third.reward.shape[0] == 1
+    np.testing.assert_array_equal(envs.done, [True, False])
+
+
+def test_per_env_seeding_fixes_the_initial_states_whatever_the_episode_lengths(tiny_base_policy):
+    from tmrl_vla.rl.collector import DecisionCollector, play_episodes
+
+    collector, envs = make_collector(tiny_base_policy, episode_length=7, heads=("z",))
+    c = collector
+    per_env = DecisionCollector(envs, c.csp, c.actor, c.preprocessor, c.postprocessor, seed=100, seeding="per_env")
+    seeds, _ = _record_env_use(envs)
+    play_episodes(per_env, torch.tensor([3, 1]))
+    assert seeds == {0: [100, 102, 104], 1: [101]}  # env i's k-th episode: seed + k * num_envs + i
+    import pytest
+
+    with pytest.raises(ValueError, match="share >= 1"):
+        play_episodes(per_env, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="seeding"):
+        DecisionCollector(envs, collector.csp, collector.actor, None, None, seeding="random")

@@ -17,6 +17,7 @@ def decision(k, reward=(0.0, 0.0), ended=(False, False), success=(False, False))
         episode_end=torch.tensor(ended),
         success=torch.tensor(success),
         sigma=torch.zeros(2),
+        env_index=torch.arange(2),
     )
 
 

@@ -15,7 +15,11 @@ Rules (TMRL paper, section 3, and the reference code's known bug, fixed):
   what a good choice does; noise held per episode does (measured: see the README);
 * every observation is encoded once: the next observation's prefix and features are kept and reused
   by the following decision; after a decision in which some env finished (and was reset), the
-  whole batch is encoded afresh once.
+  whole batch is encoded afresh once;
+* an env can be *retired*: told to stop after its current episode (``retire_after_episode``), it is
+  not reset when that episode ends and takes no further part in decisions, so evaluation spends no
+  policy or simulator time on episodes it would not count. Transitions then cover only the envs
+  that took part (``env_index``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Transitions:
     episode_end: torch.Tensor  # (b,) bool: success or time-out (the env was reset afterwards)
     success: torch.Tensor  # (b,) bool
     sigma: torch.Tensor  # (b,)
+    env_index: torch.Tensor  # (b,) which env each row came from (all envs unless some are retired)
 
 
 class DecisionCollector:
@@ -58,16 +63,27 @@ class DecisionCollector:
         image_grid: int = 1,
         exploration: str = "decision",
         encoder: ObservationEncoder | None = None,
+        seeding: str = "stream",
     ) -> None:
+        """``seeding``: ``"stream"`` gives each new episode the next seed in order of starting (training);
+        ``"per_env"`` gives env i's k-th episode the seed ``seed + k * num_envs + i``, so the initial
+        states depend only on the seed and each env's number of episodes, never on how long the
+        episodes lasted: every policy evaluated this way meets the same states (a paired comparison)."""
         if exploration not in ("decision", "episode"):
             raise ValueError(f"exploration must be 'decision' or 'episode', got {exploration!r}")
+        if seeding not in ("stream", "per_env"):
+            raise ValueError(f"seeding must be 'stream' or 'per_env', got {seeding!r}")
         self.envs, self.csp, self.actor = envs, csp, actor
         self.exploration = exploration
         self.held_noise: dict[str, torch.Tensor] | None = None  # (num_envs, dim) per head, per episode
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
         self.n_exec, self.z_scale, self.image_grid = n_exec, z_scale, image_grid
         self.encoder = encoder  # a separate frozen ObservationEncoder, or None (the pooled VLA prefix)
+        self.seeding, self.seed = seeding, seed
         self.next_seed = seed
+        self.episodes_started = np.zeros(envs.num_envs, dtype=np.int64)  # per env, for per_env seeding
+        self.retire_after_episode = np.zeros(envs.num_envs, dtype=bool)  # set by the caller
+        self.retired = np.zeros(envs.num_envs, dtype=bool)
         self.generator = torch.Generator().manual_seed(seed)
         self.episodes_finished = 0
         self.successes = 0
@@ -75,9 +91,15 @@ class DecisionCollector:
         self._encoded: tuple | None = None
         self.device = next(csp.parameters()).device
 
-    def _seeds(self, n: int) -> list[int]:
-        seeds = list(range(self.next_seed, self.next_seed + n))
-        self.next_seed += n
+    def _seeds(self, indices) -> list[int]:
+        """Seeds for new episodes in the envs ``indices`` (see ``seeding``)."""
+        n = self.envs.num_envs
+        if self.seeding == "per_env":
+            seeds = [self.seed + int(self.episodes_started[i]) * n + int(i) for i in indices]
+        else:
+            seeds = list(range(self.next_seed, self.next_seed + len(indices)))
+            self.next_seed += len(indices)
+        self.episodes_started[list(indices)] += 1
         return seeds
 
     def _batch(self, obs: dict[str, np.ndarray]) -> dict:
@@ -91,7 +113,9 @@ class DecisionCollector:
         return self._obs
 
     def reset(self) -> None:
-        self._obs = self.envs.reset(self._seeds(self.envs.num_envs))
+        self.episodes_started[:] = 0
+        self.retired[:] = False
+        self._obs = self.envs.reset(self._seeds(range(self.envs.num_envs)))
         self._encoded = None
         if self.exploration == "episode":
             self.held_noise = {h: self._draw(self.envs.num_envs, h) for h in self.actor.config.heads}
@@ -107,10 +131,21 @@ class DecisionCollector:
 
     @torch.no_grad()
     def step(self, *, uniform: bool = False, deterministic: bool = False) -> Transitions:
-        """One decision in every env; finished envs are reset for the next decision."""
+        """One decision in every env that is not retired; finished envs are reset for the next
+        decision, unless they were to retire after that episode."""
         if self._obs is None:
             self.reset()
-        batch = self._batch(self._obs)
+        n = self.envs.num_envs
+        rows = np.flatnonzero(~self.retired)
+        if len(rows) == 0:
+            raise RuntimeError("every env is retired: reset() the collector before stepping it again")
+        subset = len(rows) < n
+
+        def take(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {k: v[rows] for k, v in obs.items()} if subset else obs
+
+        batch = self._batch(take(self._obs))
+        held = None if self.held_noise is None else {h: v[rows] for h, v in self.held_noise.items()}
         decision = decide(
             self.csp,
             self.actor,
@@ -121,58 +156,76 @@ class DecisionCollector:
             generator=self.generator,
             encoded=self._encoded,
             image_grid=self.image_grid,
-            noise=self.held_noise,
+            noise=held,
             encoder=self.encoder,
         )
-        chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (b, chunk, A) in joint units
-        n = self.envs.num_envs
+        chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (rows, chunk, A) in joint units
+        actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs are done: ignored
+        actions[rows] = chunk
         reward = np.zeros(n, dtype=np.float32)
         for k in range(min(self.n_exec, chunk.shape[1])):
             active = ~self.envs.done
-            obs, r, _ = self.envs.step(chunk[:, k])
+            obs, r, _ = self.envs.step(actions[:, k])
             reward += r * active
             if self.envs.done.all():
                 break
-        success = self.envs.success.copy()
-        ended = self.envs.done.copy()
-        next_batch = self._batch(obs)
+        success = self.envs.success[rows]
+        ended = self.envs.done[rows]
+        next_batch = self._batch(take(obs))
         # the true next observation, also at time-out
         next_cache, next_features = encode(self.csp, next_batch, self.image_grid, self.encoder)
 
         transitions = Transitions(
             obs=decision.features,
             actions=decision.actions,
-            reward=torch.from_numpy(reward),
+            reward=torch.from_numpy(reward[rows]),
             done=torch.from_numpy(success.astype(np.float32)),
             next_obs=next_features,
             episode_end=torch.from_numpy(ended),
             success=torch.from_numpy(success),
             sigma=decision.sigma,
+            env_index=torch.from_numpy(rows),
         )
         self.episodes_finished += int(ended.sum())
         self.successes += int(success.sum())
         if ended.any():
-            for i in np.flatnonzero(ended):
-                obs = self.envs.reset_one(int(i), self._seeds(1)[0])
+            finished = rows[ended]
+            retiring = finished[self.retire_after_episode[finished]]
+            self.retired[retiring] = True
+            for i in finished[~self.retire_after_episode[finished]]:
+                obs = self.envs.reset_one(int(i), self._seeds([i])[0])
                 self._renew_noise(int(i))
-            self._obs, self._encoded = obs, None  # reset envs changed: encode afresh next time
+            self._obs, self._encoded = obs, None  # reset or retired envs changed the batch: encode afresh
         else:
             self._obs, self._encoded = obs, (next_cache, next_features)
         return transitions
 
 
 def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False) -> int:
-    """Step ``collector`` (already reset) until env i has ended ``per_env[i]`` episodes; returns the
-    successes among those episodes. Later episodes of envs that are done are played but not counted.
+    """Reset ``collector`` and step it until env i has ended ``per_env[i]`` episodes; returns the
+    successes among them. An env retires once it has played its share, so no time goes on episodes
+    that would not count.
 
     A fixed share per env, rather than the first N endings over all envs: the first endings are
     biased towards short episodes, and on tasks where success ends an episode, those are successes.
+    With ``seeding="per_env"`` the episodes' initial states are then fixed in advance.
     """
-    played = torch.zeros_like(per_env)
+    per_env = torch.as_tensor(per_env, dtype=torch.long)
+    if per_env.shape != (collector.envs.num_envs,) or (per_env < 1).any():
+        raise ValueError(
+            f"per_env needs a share >= 1 for each of the {collector.envs.num_envs} envs (use fewer envs "
+            f"for fewer episodes), got {per_env.tolist()}"
+        )
+    collector.reset()
+    played = np.zeros(len(per_env), dtype=np.int64)
+    quota = per_env.numpy()
     wins = 0
-    while (played < per_env).any():
+    while (played < quota).any():
+        collector.retire_after_episode[:] = played + 1 >= quota
         t = collector.step(deterministic=deterministic)
-        counted = t.episode_end & (played < per_env)
-        wins += int((t.success & counted).sum())
-        played += counted.long()
+        index = t.env_index.numpy()
+        ended = t.episode_end.numpy()
+        wins += int(t.success.numpy()[ended].sum())
+        np.add.at(played, index[ended], 1)
+    collector.retire_after_episode[:] = False
     return wins

@@ -30,13 +30,15 @@ class NStepReturns:
         self.last_next_obs: list[torch.Tensor | None] = [None] * num_envs
 
     def push(self, t: Transitions) -> dict[str, torch.Tensor] | None:
-        """Add one decision of every env; returns the rows now complete (with an ``env`` column), or None."""
+        """Add one decision of the envs in ``t.env_index``; returns the rows now complete (with an
+        ``env`` column), or None."""
         out: list[tuple] = []
-        for i, rows in enumerate(self.pending):
-            rows.append((t.obs[i], {h: a[i] for h, a in t.actions.items()}, float(t.reward[i])))
-            self.last_next_obs[i] = t.next_obs[i]
-            if bool(t.episode_end[i]):
-                out += self._emit(i, len(rows), float(t.done[i]))
+        for row, i in enumerate(t.env_index.tolist()):
+            rows = self.pending[i]
+            rows.append((t.obs[row], {h: a[row] for h, a in t.actions.items()}, float(t.reward[row])))
+            self.last_next_obs[i] = t.next_obs[row]
+            if bool(t.episode_end[row]):
+                out += self._emit(i, len(rows), float(t.done[row]))
             elif len(rows) == self.n:
                 out += self._emit(i, 1, 0.0)
         return self._stack(out)

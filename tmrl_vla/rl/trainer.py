@@ -326,9 +326,9 @@ class TMRLTrainer:
         if rows is not None:
             for k, env in enumerate(rows["env"].tolist()):
                 self.open_episodes[env].append({key: _row(value, k) for key, value in rows.items() if key != "env"})
-        for i in torch.nonzero(t.episode_end).flatten().tolist():
-            episode = self.open_episodes[i]
-            if t.success[i] and episode:  # every row of an ended episode left the n-step stage above
+        for row in torch.nonzero(t.episode_end).flatten().tolist():
+            episode = self.open_episodes[int(t.env_index[row])]
+            if t.success[row] and episode:  # every row of an ended episode left the n-step stage above
                 self._add(self.success_replay, _stack_rows(episode))
             episode.clear()
 
@@ -355,10 +355,10 @@ class TMRLTrainer:
             seed=EVAL_SEED,
             image_grid=c.image_grid,
             encoder=c.encoder,
+            seeding="per_env",  # the same initial states at every evaluation, for every agent
         )
         n = envs.num_envs  # each env plays a fixed share of the episodes (see play_episodes)
         quota = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)])
-        evaluator.reset()
         wins = play_episodes(evaluator, quota, deterministic=True)
         envs.close()
         return wins / episodes
