@@ -20,6 +20,19 @@ def test_batched_reset_step_and_done_flags():
     envs.close()
 
 
+def test_inactive_envs_are_not_stepped():
+    envs = BatchedEnv(lambda: PickCubeEnv(PickCubeConfig(episode_length=2)), 2)
+    start = envs.reset([0, 1])["observation.state"].copy()
+    home = np.stack([envs.envs[0].home_qpos] * 2) + 0.3
+    for _ in range(2):
+        obs, _, done = envs.step(home, active=np.array([True, False]))
+    assert done.tolist() == [True, False]  # env 1 took no step: its episode is not over
+    assert np.array_equal(obs["observation.state"][1], start[1]) and not np.array_equal(
+        obs["observation.state"][0], start[0]
+    )
+    envs.close()
+
+
 def test_batched_matches_single_env():
     single = PickCubeEnv()
     ref, _ = single.reset(seed=5)

@@ -149,6 +149,15 @@ def test_play_episodes_retires_each_env_after_its_share(tiny_base_policy):
     third = collector.step()
     assert third.env_index.tolist() == [1] and third.obs.shape[0] == third.reward.shape[0] == 1
     np.testing.assert_array_equal(envs.done, [True, False])
+    # retiring an env by hand between decisions: the cached next observation (both envs) is not reused
+    collector.reset()
+    collector.step()
+    collector.retired[0] = True
+    before = list(steps)
+    fourth = collector.step()
+    assert fourth.env_index.tolist() == [1] and fourth.obs.shape[0] == 1
+    # the unfinished retired env is not stepped; env 1 times out 2 steps into this chunk (limit 7)
+    assert steps[0] == before[0] and steps[1] == before[1] + 2 and fourth.episode_end.tolist() == [True]
 
 
 def test_per_env_seeding_fixes_the_initial_states_whatever_the_episode_lengths(tiny_base_policy):

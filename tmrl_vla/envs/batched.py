@@ -47,14 +47,17 @@ class BatchedEnv:
         self.success[index] = False
         return self._stack()
 
-    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Step every unfinished env. Returns stacked obs, rewards (n,) and the done mask (n,)."""
+    def step(
+        self, actions: np.ndarray, active: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Step every unfinished env (of those ``active``, a bool mask, when given); the others keep
+        their state. Returns stacked obs, rewards (n,) and the done mask (n,)."""
         actions = np.asarray(actions)
         if actions.shape[0] != self.num_envs:
             raise ValueError(f"actions must have a leading dim of {self.num_envs}, got {actions.shape}")
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         for i, env in enumerate(self.envs):
-            if self.done[i]:
+            if self.done[i] or (active is not None and not active[i]):
                 continue
             obs, reward, terminated, truncated, info = env.step(actions[i])
             self._last[i] = obs

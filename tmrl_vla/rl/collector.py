@@ -88,7 +88,7 @@ class DecisionCollector:
         self.episodes_finished = 0
         self.successes = 0
         self._obs: dict[str, np.ndarray] | None = None
-        self._encoded: tuple | None = None
+        self._encoded: tuple | None = None  # (prefix cache, features, the env rows they cover)
         self.device = next(csp.parameters()).device
 
     def _seeds(self, indices) -> list[int]:
@@ -154,20 +154,21 @@ class DecisionCollector:
             uniform=uniform,
             deterministic=deterministic,
             generator=self.generator,
-            encoded=self._encoded,
+            # the previous decision's next observation, if it covers exactly the envs deciding now
+            encoded=self._encoded[:2] if self._encoded is not None and np.array_equal(self._encoded[2], rows) else None,
             image_grid=self.image_grid,
             noise=held,
             encoder=self.encoder,
         )
         chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (rows, chunk, A) in joint units
-        actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs are done: ignored
+        actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs: not stepped
         actions[rows] = chunk
         reward = np.zeros(n, dtype=np.float32)
+        deciding = ~self.retired
         for k in range(min(self.n_exec, chunk.shape[1])):
-            active = ~self.envs.done
-            obs, r, _ = self.envs.step(actions[:, k])
-            reward += r * active
-            if self.envs.done.all():
+            obs, r, _ = self.envs.step(actions[:, k], active=deciding)  # an env that ended mid-chunk stops
+            reward += r
+            if self.envs.done[rows].all():
                 break
         success = self.envs.success[rows]
         ended = self.envs.done[rows]
@@ -197,7 +198,7 @@ class DecisionCollector:
                 self._renew_noise(int(i))
             self._obs, self._encoded = obs, None  # reset or retired envs changed the batch: encode afresh
         else:
-            self._obs, self._encoded = obs, (next_cache, next_features)
+            self._obs, self._encoded = obs, (next_cache, next_features, rows)
         return transitions
 
 
