@@ -17,8 +17,9 @@ last ``success_window`` training episodes, which includes the exploration noise 
 episode, every training episode is an exploration episode). Both are in the JSON. A run that
 never reaches it counts as *censored* at its total episodes (a lower bound), and the ratio is then
 a bound too: the JSON says so. To tighten such a bound cheaply, ``--extend-unreached`` continues
-only the runs that have not reached the threshold. Writes ``curves.png`` and ``summary.json`` and
-prints the summary as its last line.
+only the runs that have not reached the threshold; ``--report`` trains nothing and summarises the
+runs as they stand (e.g. at another threshold, or while some are being continued). Writes
+``curves.png`` and ``summary.json`` and prints the summary as its last line.
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ def run_one(job: dict) -> dict:
             for m in ("evaluation", "training")
         }
 
+    if job.get("report") and not metrics.exists():
+        raise FileNotFoundError(f"--report summarises existing runs, and {run_dir} has no metrics.jsonl")
     rows = read_metrics(metrics) if metrics.exists() else []
     reached = reached_by(rows)
     finished = bool(rows) and rows[-1].get("decision") == cfg.rl.total_decisions
     # a run that already reached the threshold has its answer: continuing it changes nothing measured
     settled = job["extend_unreached"] and reached[job["measure"]] is not None
-    if not (finished or settled):
+    if not (finished or settled or job.get("report")):
         run_rl(cfg, job["policy"], job["adapter"], run_dir, log=lambda *_: None)
         rows = read_metrics(metrics)
         reached = reached_by(rows)
@@ -149,6 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="continue to --decisions only the runs that have not yet reached the threshold (by --measure); "
         "the others keep their length, so per-run success rates then cover different lengths",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: summarise the runs under --out as they stand, whatever their lengths",
+    )
     args, overrides = parser.parse_known_args(argv)
     if any(not o.startswith("--rl.") for o in overrides):
         parser.error(f"unknown arguments {overrides}: only --rl.* recipe overrides are passed through")
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     preset = FinetuneConfig(cache_dir=args.cache_dir)
     policy, adapter = args.policy, args.adapter
-    if policy is None:
+    if policy is None and not args.report:  # a report trains nothing: no assets needed
         from tmrl_vla.assets import build_default_assets
         from tmrl_vla.cache import AssetCache
 
@@ -195,9 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "threshold": args.threshold,
                     "measure": args.measure,
                     "extend_unreached": args.extend_unreached,
+                    "report": args.report,
                 }
             )
-    if args.jobs > 1:
+    if args.jobs > 1 and not args.report:  # a report only reads files
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
@@ -217,9 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarise(results, args.threshold)
     summary["measure"] = args.measure
     summary["runs"] = results
-    # with --extend-unreached the runs' lengths differ: list them
+    # with --extend-unreached or --report the runs' lengths can differ: list them
     summary["decisions_per_run"] = (
-        sorted({r["decisions"] for r in results}) if args.extend_unreached else args.decisions
+        sorted({r["decisions"] for r in results}) if args.extend_unreached or args.report else args.decisions
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"curves: {out / 'curves.png'}  summary: {out / 'summary.json'}")

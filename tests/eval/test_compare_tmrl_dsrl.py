@@ -134,7 +134,7 @@ def test_extend_unreached_continues_only_runs_below_the_threshold(tmp_path, monk
     monkeypatch.setattr(tmrl_vla.finetune, "run_rl", fake_run_rl)
     cfg = SimpleNamespace(rl=SimpleNamespace(total_decisions=50, success_window=10, agent="dsrl", seed=0))
 
-    def job(name, extend):
+    def job(name, extend, report=False):
         return {
             "cfg": cfg,
             "run_dir": str(tmp_path / name),
@@ -143,6 +143,7 @@ def test_extend_unreached_continues_only_runs_below_the_threshold(tmp_path, monk
             "threshold": 0.8,
             "measure": "training",
             "extend_unreached": extend,
+            "report": report,
         }
 
     out = {name: compare.run_one(job(name, True)) for name in runs}
@@ -151,3 +152,38 @@ def test_extend_unreached_continues_only_runs_below_the_threshold(tmp_path, monk
     assert out["below"]["episodes_to_threshold"] is None and out["below"]["decisions"] == 50
     compare.run_one(job("reached", False))  # without the flag every run goes to --decisions
     assert continued == ["below", "reached"]
+    # --report trains nothing, whatever the runs' lengths, and refuses a run that does not exist
+    reported = compare.run_one(job("reached", True, report=True))
+    assert continued == ["below", "reached"] and reported["decisions"] == 50
+    with pytest.raises(FileNotFoundError, match="--report"):
+        compare.run_one(job("missing", False, report=True))
+
+
+def test_report_summarises_existing_runs_without_building_or_training(tmp_path, monkeypatch, capsys):
+    import tmrl_vla.assets
+    import tmrl_vla.finetune
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report must neither build assets nor train")
+
+    monkeypatch.setattr(tmrl_vla.assets, "build_default_assets", refuse)
+    monkeypatch.setattr(tmrl_vla.finetune, "run_rl", refuse)
+    for agent, rates in (("tmrl", [0.5, 0.9]), ("dsrl", [0.3, 0.5, 0.6])):
+        run = tmp_path / "cmp" / agent / "seed0"
+        run.mkdir(parents=True)
+        rows = [
+            {
+                "decision": 100 * (i + 1),
+                "rollout/episodes": 60 * (i + 1),
+                "rollout/success_recent": r,
+                "rollout/successes": 20 * (i + 1),
+                "eval/success_rate": r,
+            }
+            for i, r in enumerate(rates)
+        ]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = str(tmp_path / "cmp")
+    compare.main(["--report", "--seeds", "1", "--measure", "training", "--out", out, "--cache-dir", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["tmrl_episodes_to_80"] == 120 and last["dsrl_censored"] == 1 and last["dsrl_episodes_to_80"] == 180
+    assert last["decisions_per_run"] == [200, 300] and last["ratio_bound"] == "upper"
