@@ -68,15 +68,19 @@ def csp_and_plain_lora(policy, batch):
 
 
 def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int, *, grad: bool = False) -> dict[str, float]:
-    """Median seconds of each run, timed in turn within every repeat so load drifts hit all alike."""
+    """Median seconds of each run, timed in turn within every repeat so load drifts hit all alike.
+    With CUDA, each timing waits for the GPU's queued work (kernels run asynchronously)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.set_grad_enabled(grad):
         for fn in runs.values():  # warm-up
             fn()
         for _ in range(repeats):
             for name, fn in runs.items():
+                sync()
                 start = time.perf_counter()
                 fn()
+                sync()
                 times[name].append(time.perf_counter() - start)
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, t in medians.items():

@@ -26,4 +26,4 @@ def test_bench_decision_times_the_presets_heads_and_all_three():
 
 def test_bench_critic_reports_the_ensemble_speedup():
     result = last_json("bench_critic.py", "--repeats", "2", "--hidden", "16", "--batch", "8")
-    assert result["n_critics"] == 5 and result["ensemble_speedup"] > 0
+    assert result["n_critics"] == 5 and result["ensemble_speedup"] > 0 and result["device"] == "cpu"
