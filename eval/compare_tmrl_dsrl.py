@@ -52,14 +52,14 @@ def run_one(job: dict) -> dict:
             for m in ("evaluation", "training")
         }
 
-    if job.get("report") and not metrics.exists():
+    if job["report"] and not metrics.exists():
         raise FileNotFoundError(f"--report summarises existing runs, and {run_dir} has no metrics.jsonl")
     rows = read_metrics(metrics) if metrics.exists() else []
     reached = reached_by(rows)
     finished = bool(rows) and rows[-1].get("decision") == cfg.rl.total_decisions
     # a run that already reached the threshold has its answer: continuing it changes nothing measured
     settled = job["extend_unreached"] and reached[job["measure"]] is not None
-    if not (finished or settled or job.get("report")):
+    if not (finished or settled or job["report"]):
         run_rl(cfg, job["policy"], job["adapter"], run_dir, log=lambda *_: None)
         rows = read_metrics(metrics)
         reached = reached_by(rows)

@@ -136,7 +136,8 @@ class DecisionCollector:
         if self._obs is None:
             self.reset()
         n = self.envs.num_envs
-        rows = np.flatnonzero(~self.retired)
+        deciding = ~self.retired
+        rows = np.flatnonzero(deciding)
         if len(rows) == 0:
             raise RuntimeError("every env is retired: reset() the collector before stepping it again")
         subset = len(rows) < n
@@ -164,7 +165,6 @@ class DecisionCollector:
         actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs: not stepped
         actions[rows] = chunk
         reward = np.zeros(n, dtype=np.float32)
-        deciding = ~self.retired
         for k in range(min(self.n_exec, chunk.shape[1])):
             obs, r, _ = self.envs.step(actions[:, k], active=deciding)  # an env that ended mid-chunk stops
             reward += r
