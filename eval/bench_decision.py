@@ -26,16 +26,19 @@ def main() -> None:
     from tmrl_vla.finetune import default_rl
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
     from tmrl_vla.rl.decision import decide
+    from tmrl_vla.rl.observation import prefix_feature_width
 
     preset = default_rl()
-    grid = preset.image_grid
-    heads = ("z", "y", "eps_c") if args.all_heads else preset.heads
+    grid = preset.observation.image_grid
+    heads = ("z", "y", "eps_c") if args.all_heads else preset.agent.active_heads
 
     policy, batch = tiny_policy_and_batch(args.batch)
     csp, lora_policy = csp_and_plain_lora(policy, batch)
     csp.merge_adapter()
     actor = HighLevelPolicy(
-        HighLevelConfig(obs_dim=csp.feature_width(grid) + 6, action_dim=6, embed_dim=csp.embed_width, heads=heads)
+        HighLevelConfig(
+            obs_dim=prefix_feature_width(csp, grid) + 6, action_dim=6, embed_dim=csp.embed_width, heads=heads
+        )
     )
     noise = torch.randn(args.batch, 10, 32)
     med = interleaved_medians(

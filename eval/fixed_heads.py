@@ -26,26 +26,32 @@ import torch
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 
 
-class FixedHeads:
-    """A stand-in high-level policy that answers every observation with the same head values."""
+def sweep(kind: str, policy: str, adapter: str | None, envs, recheck_envs, args) -> dict:
+    """Score ``args.settings`` random settings for one agent kind, then re-run its best 3 on fresh states."""
+    from tmrl_vla.rl.analysis import random_settings, score_fixed
+    from tmrl_vla.rl.run import load_frozen_policy
 
-    def __init__(self, actions: dict[str, torch.Tensor]) -> None:
-        self.actions = actions
-
-    def sample(self, features, *, deterministic=False, generator=None, noise=None):
-        b = features.shape[0]
-        return {h: v.expand(b, -1).clone() for h, v in self.actions.items()}, {}
-
-
-def score(csp, pre, post, envs, actions: dict, *, seed: int, n_exec: int) -> tuple[int, int]:
-    """(successes, episodes) of the fixed setting over one episode per env of ``envs``, started from
-    seeds seed, seed+1, ... (the same initial states for every setting scored on the same envs)."""
-    from tmrl_vla.rl.collector import DecisionCollector, play_episodes
-
-    heads = FixedHeads(actions)
-    collector = DecisionCollector(envs, csp, heads, pre, post, n_exec=n_exec, seed=seed, seeding="per_env")
-    episodes = envs.num_envs
-    return play_episodes(collector, torch.ones(episodes, dtype=torch.long)), episodes  # each env's first episode
+    csp, pre, post = load_frozen_policy(policy, adapter if kind == "tmrl" else None)
+    action_dim = csp.base_policy.config.output_features["action"].shape[0]
+    settings = random_settings(kind, args.settings, action_dim, torch.Generator().manual_seed(args.seed))
+    rows = []
+    for k, actions in enumerate(settings):
+        wins, n = score_fixed(csp, pre, post, envs, actions, seed=10_000, n_exec=args.n_exec)
+        sigma = (float(actions["y"]) + 1) / 2 if "y" in actions else 0.0
+        rows.append({"z": actions["z"][0].tolist(), "sigma": sigma, "success": wins / n})
+        print(f"[{kind}] setting {k}: sigma {sigma:.2f}, success {wins}/{n}", flush=True)
+    best = sorted(range(len(rows)), key=lambda i: -rows[i]["success"])[:3]
+    for i in best:
+        wins, n = score_fixed(csp, pre, post, recheck_envs, settings[i], seed=20_000, n_exec=args.n_exec)
+        rows[i]["recheck_success"] = wins / n
+    rates = [r["success"] for r in rows]
+    return {
+        "mean_success": sum(rates) / len(rates),
+        "best_success": max(rates),
+        "best_recheck_success": max(rows[i]["recheck_success"] for i in best),
+        "fraction_at_least_0.5": sum(r >= 0.5 for r in rates) / len(rates),
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,62 +70,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("outputs/fixed_heads"))
     args = parser.parse_args(argv)
 
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
-    from tmrl_vla.policies import load_lerobot_policy
-
-    policy_dir, adapter_dir = args.policy, args.adapter
-    if policy_dir is None:
-        from tmrl_vla.assets import AssetsConfig, build_default_assets
-        from tmrl_vla.cache import AssetCache
-
-        assets = build_default_assets(AssetsConfig(), AssetCache(args.cache_dir))
-        policy_dir, adapter_dir = str(assets.policy_dir), str(assets.csp_dir)
-    extra = {"episode_length": args.episode_length} if args.episode_length else {}
-
-    def make_env():
-        return PickCubeEnv(PickCubeConfig.with_shift(args.shift, **extra))
-
+    from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.batched import BatchedEnv
+    from tmrl_vla.envs.spec import EnvSpec
 
+    policy, adapter = args.policy, args.adapter
+    if policy is None:
+        policy, adapter = default_policy_and_adapter(args.cache_dir)
+    make_env = EnvSpec(shift=args.shift, episode_length=args.episode_length).factory()
     envs = BatchedEnv(make_env, args.episodes)  # built once: every setting resets them to the same states
     recheck_envs = BatchedEnv(make_env, args.recheck)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"settings": args.settings, "episodes_per_setting": args.episodes, "shift": args.shift}
-    for agent in args.agents.split(","):
-        policy, pre, post = load_lerobot_policy(policy_dir)
-        if agent == "tmrl":
-            csp = CSPPolicy.from_pretrained(adapter_dir, base=policy).merge_adapter()
-        else:
-            csp = CSPPolicy.from_base(policy)
-        csp.eval()
-        action_dim = policy.config.output_features["action"].shape[0]
-        g = torch.Generator().manual_seed(args.seed)
-        rows = []
-        for k in range(args.settings):
-            z = torch.zeros(1, action_dim) if k == 0 else torch.rand(1, action_dim, generator=g) * 2 - 1
-            actions = {"z": z}
-            if agent == "tmrl":
-                actions["y"] = torch.rand(1, 1, generator=g) * 2 - 1
-            wins, n = score(csp, pre, post, envs, actions, seed=10_000, n_exec=args.n_exec)
-            sigma = (float(actions["y"]) + 1) / 2 if "y" in actions else 0.0
-            rows.append({"z": z[0].tolist(), "sigma": sigma, "success": wins / n})
-            print(f"[{agent}] setting {k}: sigma {sigma:.2f}, success {wins}/{n}", flush=True)
-        best = sorted(range(len(rows)), key=lambda i: -rows[i]["success"])[:3]
-        for i in best:
-            actions = {"z": torch.tensor([rows[i]["z"]])}
-            if agent == "tmrl":
-                actions["y"] = torch.tensor([[2 * rows[i]["sigma"] - 1]])
-            wins, n = score(csp, pre, post, recheck_envs, actions, seed=20_000, n_exec=args.n_exec)
-            rows[i]["recheck_success"] = wins / n
-        rates = [r["success"] for r in rows]
-        summary[agent] = {
-            "mean_success": sum(rates) / len(rates),
-            "best_success": max(rates),
-            "best_recheck_success": max(rows[i]["recheck_success"] for i in best),
-            "fraction_at_least_0.5": sum(r >= 0.5 for r in rates) / len(rates),
-            "rows": rows,
-        }
+    for kind in args.agents.split(","):
+        summary[kind] = sweep(kind, policy, adapter, envs, recheck_envs, args)
     envs.close()
     recheck_envs.close()
     plot(summary, args.out / "fixed_heads.png")

@@ -18,93 +18,39 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 
 
-def trace(
-    agent_dir: str, *, episodes: int, shift: str, seed: int, deterministic: bool, episode_length: int | None = None
-) -> list[dict]:
-    from tmrl_vla.csp.policy import CSPPolicy
+def trace(args) -> list[dict]:
+    """Load the agent and the frozen policy it steers, and record ``args.episodes`` episodes."""
     from tmrl_vla.envs.batched import BatchedEnv
-    from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
-    from tmrl_vla.policies import load_lerobot_policy
-    from tmrl_vla.rl.collector import DecisionCollector
+    from tmrl_vla.envs.spec import EnvSpec
+    from tmrl_vla.rl.analysis import trace_sigma
+    from tmrl_vla.rl.evaluation import make_collector
     from tmrl_vla.rl.pretrained import TMRLAgent
+    from tmrl_vla.rl.run import load_frozen_policy
 
-    agent = TMRLAgent.from_pretrained(agent_dir)
-    policy, pre, post = load_lerobot_policy(agent.base_policy)
+    agent = TMRLAgent.from_pretrained(args.agent)
     # DSRL agents carry no adapter: their policy is the plain BC one (sigma stays 0)
-    adapter = agent.csp_adapter
-    csp = CSPPolicy.from_pretrained(adapter, base=policy) if adapter else CSPPolicy.from_base(policy)
-    agent.check_base(csp, source=agent_dir)
-    extra = {"episode_length": episode_length} if episode_length else {}
-    envs = BatchedEnv(lambda: PickCubeEnv(PickCubeConfig.with_shift(shift, **extra)), episodes)
-    collector = DecisionCollector(
+    csp, pre, post = load_frozen_policy(agent.base_policy, agent.csp_adapter)
+    agent.check_base(csp, source=args.agent)
+    envs = BatchedEnv(EnvSpec(shift=args.shift, episode_length=args.episode_length).factory(), args.episodes)
+    collector = make_collector(
         envs,
         csp,
         agent.actor,
         pre,
         post,
-        n_exec=agent.config.n_exec,
-        z_scale=agent.config.z_scale,
-        seed=seed,
-        image_grid=agent.config.image_grid,
-        exploration=agent.config.exploration,  # how --stochastic samples: as in training
+        agent=agent.config,
+        observation=agent.observation,
         encoder=agent.observation_encoder(),
+        seed=args.seed,
+        exploration=agent.sac.exploration,  # how --stochastic samples: as in training
     )
-    collector.reset()
-    records = [{"sigma": [], "gripper": [], "success": False, "length": None} for _ in range(episodes)]
-    running = np.ones(episodes, dtype=bool)
-    with torch.no_grad():
-        while running.any():
-            gripper = collector.observation["observation.state"][:, -1].copy()
-            t = collector.step(deterministic=deterministic)
-            for i in np.flatnonzero(running):
-                records[i]["sigma"].append(float(t.sigma[i]))
-                records[i]["gripper"].append(float(gripper[i]))
-                if t.episode_end[i]:
-                    records[i]["success"] = bool(t.success[i])
-                    records[i]["length"] = len(records[i]["sigma"])
-                    running[i] = False
+    records = trace_sigma(collector, args.episodes, deterministic=not args.stochastic)
     envs.close()
     return records
-
-
-def phases(record: dict, middle: float, opens_high: bool) -> dict[str, list[float]] | None:
-    """One episode's sigma split around the grasp: ``reach`` (decisions before it), ``grasp`` (the
-    decision whose chunk closed the gripper: the one before the first reading past ``middle``) and
-    ``after``. None if the gripper never closed."""
-    gripper = np.asarray(record["gripper"])
-    closed = np.flatnonzero(gripper < middle if opens_high else gripper > middle)
-    if closed.size == 0 or closed[0] == 0:
-        return None
-    t, sigma = int(closed[0]), list(record["sigma"])
-    return {"reach": sigma[: t - 1], "grasp": [sigma[t - 1]], "after": sigma[t:]}
-
-
-def summarise(records: list[dict], open_value: float, closed_value: float) -> dict:
-    """Mean sigma over decisions with the gripper nearer open vs nearer closed, and, over the
-    successful episodes, before / at / after the decision that closed the gripper."""
-    middle = (open_value + closed_value) / 2
-    opens_high = open_value > closed_value
-    sigma = np.concatenate([r["sigma"] for r in records])
-    gripper = np.concatenate([r["gripper"] for r in records])
-    is_open = gripper > middle if opens_high else gripper < middle
-    mean = lambda x: float(np.mean(x)) if len(x) else None  # noqa: E731
-    split = [phases(r, middle, opens_high) for r in records if r["success"]]
-    split = [p for p in split if p is not None]
-    return {
-        "episodes": len(records),
-        "successes": sum(r["success"] for r in records),
-        "decisions": int(sigma.size),
-        "sigma_mean": mean(sigma),
-        "sigma_mean_gripper_open": mean(sigma[is_open]),
-        "sigma_mean_gripper_closed": mean(sigma[~is_open]),
-        "decisions_gripper_closed": int((~is_open).sum()),
-        **{f"successes_sigma_{k}": mean([v for p in split for v in p[k]]) for k in ("reach", "grasp", "after")},
-    }
 
 
 def plot(records: list[dict], path: Path, open_value: float, closed_value: float) -> None:
@@ -150,19 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from tmrl_vla.envs.pick_cube import GRIPPER_CLOSED, GRIPPER_OPEN
+    from tmrl_vla.rl.analysis import summarise_sigma
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = trace(
-        args.agent,
-        episodes=args.episodes,
-        shift=args.shift,
-        seed=args.seed,
-        deterministic=not args.stochastic,
-        episode_length=args.episode_length,
-    )
+    records = trace(args)
     plot(records, out / "sigma_trace.png", GRIPPER_OPEN, GRIPPER_CLOSED)
-    summary = summarise(records, GRIPPER_OPEN, GRIPPER_CLOSED)
+    summary = summarise_sigma(records, GRIPPER_OPEN, GRIPPER_CLOSED)
     (out / "sigma_trace.json").write_text(json.dumps({**summary, "records": records}, indent=2))
     print(f"plot: {out / 'sigma_trace.png'}  records: {out / 'sigma_trace.json'}")
     print(json.dumps(summary))

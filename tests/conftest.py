@@ -90,22 +90,34 @@ def fresh(tiny_policy_and_batch):
 
 
 def tiny_rl_config(**overrides):
-    """A TMRL config small enough for a test: 2 envs, tiny critics, a few decisions."""
-    from tmrl_vla.rl.agent import SACConfig
-    from tmrl_vla.rl.trainer import TMRLConfig
+    """A TMRL config small enough for a test: 2 envs, tiny critics, a few decisions.
 
-    fields = dict(
-        num_envs=2,
-        total_decisions=3,
-        warmup_decisions=1,
-        eval_every=3,
-        eval_episodes=2,
-        save_every=2,
-        hidden=16,
-        num_critics=2,
-        sac=SACConfig(utd=1, batch_size=4),
-    )
-    return TMRLConfig(**(fields | overrides))
+    ``overrides`` name a section (``agent=AgentConfig(...)``, ``sac=SACConfig(...)``), replaced
+    whole, or a field of any section (``hidden=32``, ``warmup_decisions=2``, ``total_decisions=4``),
+    applied after the sections; ``kind="dsrl"`` picks the agent."""
+    import dataclasses
+
+    from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
+
+    sections = {
+        "agent": AgentConfig(hidden=16, num_critics=2),
+        "observation": ObservationConfig(),
+        "sac": SACConfig(utd=1, batch_size=4, warmup_decisions=1),
+    }
+    top = dict(num_envs=2, total_decisions=3, eval_every=3, eval_episodes=2, save_every=2)
+    fields = {name: {f.name for f in dataclasses.fields(type(c))} for name, c in sections.items()}
+    for key, value in overrides.items():
+        if key in sections:
+            sections[key] = value
+    for key, value in overrides.items():
+        if key in sections:
+            continue
+        owner = next((name for name, names in fields.items() if key in names), None)
+        if owner is None:
+            top[key] = value
+        else:
+            sections[owner] = dataclasses.replace(sections[owner], **{key: value})
+    return TMRLConfig(**sections, **top)
 
 
 @pytest.fixture

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -27,6 +29,8 @@ def test_bc_writes_a_loadable_lerobot_checkpoint(tiny_demos, tmp_path):
     )
     assert metrics["steps_run"] == 6 and torch.isfinite(torch.tensor(metrics["final_loss"]))
     assert not (tmp_path / "train_state.pt").exists()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [set(r) for r in rows] == [{"step", "bc/loss", "bc/lr"}] and rows[0]["step"] == 5
     policy, pre, post = load_lerobot_policy(tmp_path)
     assert type(policy).__name__ == "SmolVLAPolicy"
     assert policy.config.chunk_size == 10 and policy.config.n_action_steps == 5

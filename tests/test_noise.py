@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tmrl_vla.noise import alpha_bar, check_sigma, forward_noise, linear_beta_schedule, rms_normalise, sigma_to_index
+from tmrl_vla.noise import alpha_bar, check_sigma, forward_noise, linear_beta_schedule, sigma_to_index
 
 
 def test_schedule_end_values_match_ddpm():
@@ -40,10 +40,3 @@ def test_bad_sigma_and_noise_shapes():
         forward_noise(c, torch.tensor([0.5, 0.5]), s, torch.zeros(2, 3, 5))
     with pytest.raises(ValueError):
         check_sigma(torch.tensor([[0.1]]))
-
-
-def test_rms_normalise():
-    x = torch.randn(2, 5, 16) * 30
-    y, rms = rms_normalise(x)
-    torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(2, 5), atol=1e-4, rtol=0)
-    torch.testing.assert_close(y * rms, x)

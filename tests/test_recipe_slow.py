@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_finetune_pick_recipe_from_an_empty_cache(tmp_path):
+    from tmrl_vla.rl.curves import read_metrics
+
     env = {**os.environ, "TMRL_VLA_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--num_processes", "1", str(ROOT / "recipes" / "finetune_pick.py")]
@@ -25,7 +27,16 @@ def test_finetune_pick_recipe_from_an_empty_cache(tmp_path):
     assert (Path(summary["csp_adapter"]) / "adapter_model.safetensors").exists()
     rl = summary["rl"]
     run = tmp_path / "out" / "tmrl"
-    assert rl["decisions"] == 200 and rl["episodes"] > 0 and 0.0 <= rl["final_eval_success"] <= 1.0
+    assert rl["decisions"] == 200 and rl["episodes"] > 0
+    # The final evaluation is the run's last eval row, a whole number of its evaluation episodes.
+    config = json.loads((tmp_path / "out" / "config.json").read_text())["rl"]
+    total, every, episodes = config["total_decisions"], config["eval_every"], config["eval_episodes"]
+    assert Path(rl["metrics"]) == run / "metrics.jsonl"
+    evals = [r["eval/success_rate"] for r in read_metrics(run / "metrics.jsonl") if "eval/success_rate" in r]
+    assert len(evals) == sum(d % every == 0 or d == total for d in range(1, total + 1))  # 100 and 200
+    assert rl["final_eval_success"] == evals[-1]
+    wins = rl["final_eval_success"] * episodes
+    assert wins == round(wins) and 0 <= round(wins) <= episodes, (rl["final_eval_success"], episodes)
     assert (run / "learning_curve.png").exists() and (Path(rl["high_level_policy"]) / "tmrl_config.json").exists()
     timings = summary["timings"]
     print("stage seconds:", json.dumps({**timings["build_seconds_by_stage"], "rl": timings["rl_seconds"]}))

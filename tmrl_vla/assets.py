@@ -28,18 +28,18 @@ from tmrl_vla.envs.pick_cube import PickCubeConfig
 
 @dataclass(frozen=True)
 class EvalConfig:
-    episodes: int = 50
-    num_envs: int = 10
-    seed: int = 100_000  # disjoint from demo seeds (0 .. num_episodes - 1)
+    episodes: int = 50  # episodes per evaluated task (in distribution, images swapped, the fine-tuning shift)
+    num_envs: int = 10  # envs stepped together
+    seed: int = 100_000  # episode i uses env seed seed + i: disjoint from the demos' seeds 0 .. num_episodes - 1
     finetune_shift: str = "moved_camera"  # the default fine-tuning task (see README: how it was chosen)
 
 
 @dataclass(frozen=True)
 class AssetsConfig:
-    demos: DemoConfig = field(default_factory=DemoConfig)
-    bc: BCConfig = field(default_factory=BCConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    csp: CSPTrainConfig = field(default_factory=CSPTrainConfig)
+    demos: DemoConfig = field(default_factory=DemoConfig)  # the scripted expert's demos (stage "demos")
+    bc: BCConfig = field(default_factory=BCConfig)  # the base policy, BC-trained on the demos (stage "base_policy")
+    eval: EvalConfig = field(default_factory=EvalConfig)  # the base policy's success rates (stage "base_eval")
+    csp: CSPTrainConfig = field(default_factory=CSPTrainConfig)  # its CSP adapter (stage "csp_adapter")
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,9 @@ def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) 
         csp_dir=csp.path,
         timings={s.manifest["stage"]: s.seconds for s in (demos, policy, evaluation, csp)},
     )
+
+
+def default_policy_and_adapter(cache_dir: str | Path | None = None, *, log=print) -> tuple[str, str]:
+    """The embedded default's BC policy and CSP adapter directories (built into the cache where missing)."""
+    assets = build_default_assets(AssetsConfig(), AssetCache(cache_dir), log=log)
+    return str(assets.policy_dir), str(assets.csp_dir)

@@ -10,40 +10,38 @@ What it writes (``config.json``, ``model.safetensors``, ``policy_preprocessor*``
 ``SmolVLAPolicy.from_pretrained(dir)`` and ``make_pre_post_processors(cfg, pretrained_path=dir)``
 load it like any user's pretrained VLA.
 
-Checkpoints (model, optimiser, scheduler, step, RNG) go to ``<out>/train_state.pt`` every
-``save_every`` steps; calling :func:`train_bc` again on the same ``out`` resumes from there.
+The loop is :class:`~tmrl_vla.training.SupervisedLoop`: checkpoints (model, optimiser, scheduler,
+step, RNG) go to ``<out>/train_state.pt`` every ``save_every`` steps, and calling :func:`train_bc`
+again on the same ``out`` resumes from there; ``bc/loss`` and ``bc/lr`` go to ``<out>/metrics.jsonl``.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from tmrl_vla.data.memory import InMemoryDemos
-from tmrl_vla.schedules import warmup_cosine
+from tmrl_vla.training import LoopResult, StepOutput, SupervisedLoop, adamw_warmup_cosine
 
 
 @dataclass(frozen=True)
 class BCConfig:
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
+    steps: int = 3000  # optimiser steps in all (a resumed run counts the steps done before)
+    batch_size: int = 32  # samples (frame + action chunk) per step, drawn uniformly with replacement
+    lr: float = 5e-4  # peak AdamW learning rate, reached after the warm-up
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
     min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 10.0
-    seed: int = 0
+    grad_clip: float = 10.0  # max global L2 norm of the gradients
+    seed: int = 0  # seeds torch (weights init) and the batch/augmentation sampler
     # Random-shift augmentation (pixels). Off by default: with a fixed camera the cube's absolute pixel
     # position *is* the target, and 0 vs 2 px measured the same in-distribution success (1.00 vs 0.98).
     image_shift: int = 0
-    save_every: int = 500
-    log_every: int = 100
+    save_every: int = 500  # checkpoint to <out>/train_state.pt every this many steps (resumable)
+    log_every: int = 100  # a metrics.jsonl row (mean loss since the last row, lr) every this many steps
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
     policy: dict[str, Any] = field(default_factory=dict)  # overrides for tiny_smolvla_config
 
@@ -85,8 +83,6 @@ def train_bc(
     """
     from lerobot.policies.factory import make_pre_post_processors
 
-    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -94,89 +90,102 @@ def train_bc(
     torch.manual_seed(config.seed)
 
     demos = InMemoryDemos(dataset_repo_id, dataset_root, chunk_size=config.policy.get("chunk_size", 10))
-    if not demos.image_keys:
-        raise ValueError(f"dataset at {dataset_root} has no image features; the policy needs at least one camera")
-    image_size = demos.images[demos.image_keys[0]].shape[-1]
-    policy = make_tiny_smolvla(
-        image_keys=tuple(demos.image_keys),
-        image_size=image_size,
-        state_dim=demos.state.shape[1],
-        action_dim=demos.action.shape[1],
-        **config.policy,
-    )
+    policy = _make_policy(config, demos, dataset_root)
     preprocessor, postprocessor = make_pre_post_processors(policy.config, dataset_stats=demos.stats)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = adamw_warmup_cosine(
+        params, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.min_lr_ratio
+    )
     generator = torch.Generator().manual_seed(config.seed)
-
-    state_path = out_dir / "train_state.pt"
-    step = 0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        policy.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-        log(f"[bc] resuming from step {step}")
-
+    get_state, set_state = _state_io(policy, optimizer, scheduler, generator)
+    loop = SupervisedLoop(
+        "bc",
+        out_dir,
+        steps=config.steps,
+        log_every=config.log_every,
+        save_every=config.save_every,
+        get_state=get_state,
+        set_state=set_state,
+        progress=progress,
+        log=log,
+    )
+    loop.resume()
     policy.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=step, desc="BC", unit="step", disable=not progress)
-    while step < config.steps:
-        index = torch.randint(0, len(demos), (config.batch_size,), generator=generator)
-        batch = demos.batch(index)
-        for key in demos.image_keys:
-            batch[key] = random_shift(batch[key], config.image_shift, generator)
-        batch = preprocessor(batch)
-        loss, _ = policy.forward(batch)
-        if not torch.isfinite(loss):
-            _save_state(state_path, policy, optimizer, scheduler, generator, step)
-            raise FloatingPointError(f"BC loss is {loss.item()} at step {step}; state saved to {state_path}")
+
+    def update(loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         scheduler.step()
-        step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        if step % config.log_every == 0:
-            bar.set_postfix(loss=f"{sum(losses[-config.log_every :]) / config.log_every:.4f}")
-        if step % config.save_every == 0 and step < config.steps:
-            _save_state(state_path, policy, optimizer, scheduler, generator, step)
-    bar.close()
-    seconds = time.perf_counter() - start
 
-    policy.save_pretrained(out_dir)
-    preprocessor.save_pretrained(out_dir)
-    postprocessor.save_pretrained(out_dir)
-    state_path.unlink(missing_ok=True)
-    tail = losses[-min(len(losses), 100) :] or [float("nan")]
+    def write_checkpoint() -> None:
+        for part in (policy, preprocessor, postprocessor):
+            part.save_pretrained(out_dir)
+
+    compute_loss = _batch_loss(config, demos, policy, preprocessor, generator)
+    result = loop.run(compute_loss, update, lr=lambda: scheduler.get_last_lr()[0], finalize=write_checkpoint)
+    return _summary(config, result)
+
+
+def _summary(config: BCConfig, result: LoopResult) -> dict:
+    """What :func:`train_bc` returns: the config, the mean of the last 100 losses, the speed of this call."""
+    tail = result.losses[-min(len(result.losses), 100) :] or [float("nan")]
     return {
         "bc_config": asdict(config),
         "final_loss": sum(tail) / len(tail),
-        "steps_run": len(losses),
-        "train_seconds": seconds,
-        "steps_per_second": len(losses) / seconds if seconds > 0 else float("nan"),
+        "steps_run": len(result.losses),
+        "train_seconds": result.seconds,
+        "steps_per_second": len(result.losses) / result.seconds if result.seconds > 0 else float("nan"),
     }
 
 
-def _save_state(path: Path, policy, optimizer, scheduler, generator, step: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
+def _batch_loss(config: BCConfig, demos: InMemoryDemos, policy, preprocessor, generator: torch.Generator):
+    """The loop's ``compute_loss``: a random batch, shifted images, the policy's own loss."""
+
+    def compute_loss() -> StepOutput:
+        index = torch.randint(0, len(demos), (config.batch_size,), generator=generator)
+        batch = demos.batch(index)
+        for key in demos.image_keys:
+            batch[key] = random_shift(batch[key], config.image_shift, generator)
+        loss, _ = policy.forward(preprocessor(batch))
+        return StepOutput(loss)
+
+    return compute_loss
+
+
+def _make_policy(config: BCConfig, demos: InMemoryDemos, dataset_root: str | Path):
+    """A fresh tiny SmolVLA shaped for the demos' cameras, state and action (``config.policy`` overrides)."""
+    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
+
+    if not demos.image_keys:
+        raise ValueError(f"dataset at {dataset_root} has no image features; the policy needs at least one camera")
+    return make_tiny_smolvla(
+        image_keys=tuple(demos.image_keys),
+        image_size=demos.images[demos.image_keys[0]].shape[-1],
+        state_dim=demos.state.shape[1],
+        action_dim=demos.action.shape[1],
+        **config.policy,
+    )
+
+
+def _state_io(policy, optimizer, scheduler, generator: torch.Generator):
+    """``(get_state, set_state)`` of a BC run: model, optimiser, scheduler, sampler and torch RNG."""
+
+    def get_state() -> dict:
+        return {
             "model": policy.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "step": step,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+        }
+
+    def set_state(state: dict) -> None:
+        policy.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    return get_state, set_state

@@ -8,11 +8,11 @@ with linear betas from 1e-4 to 0.02 (Ho et al. 2020; the TMRL paper, section 2).
 the first step, which perturbs every token slightly; :func:`forward_noise` bypasses noising where
 ``sigma == 0`` so a CSP policy at sigma = 0 reproduces its inputs bit for bit.
 
-Scale: the noise is unit-variance, so it only means something relative to the tokens' scale.
-SmolVLA multiplies its prefix embeddings by sqrt(D) (RMS ~20-30 on the tiny default), which unit noise
-barely touches. :func:`rms_normalise` rescales each token to unit RMS first (what the official JAX
-pi0 code does before noising); the scale can be put back after noising so that downstream layers see
-their usual magnitudes.
+Scale: ``eps`` here is whatever noise the caller passes; unit-variance noise only means something
+relative to the tokens' scale. SmolVLA multiplies its prefix embeddings by sqrt(D) (RMS ~20-30 on the
+tiny default), which unit noise barely touches. Scale-aware noise is therefore the CSP config's job:
+with ``noise_scale="segment"`` the policy multiplies unit noise by each prefix segment's calibrated
+token RMS (``CSPConfig.segment_scale``) before calling :func:`forward_noise`.
 """
 
 from __future__ import annotations
@@ -50,12 +50,6 @@ def alpha_bar(sigma: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
     """abar at each sample's sigma, with abar = 1 exactly where sigma == 0."""
     abar = schedule.to(sigma.device)[sigma_to_index(sigma, schedule.shape[0])]
     return torch.where(sigma == 0, torch.ones_like(abar), abar)
-
-
-def rms_normalise(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token unit-RMS version of ``x`` (..., D) and the RMS that was divided out (..., 1)."""
-    rms = x.float().pow(2).mean(dim=-1, keepdim=True).add(eps).sqrt()
-    return x / rms.to(x.dtype), rms
 
 
 def forward_noise(

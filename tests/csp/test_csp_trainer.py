@@ -76,6 +76,8 @@ def test_resume_continues_with_the_same_data_order(tmp_path, tiny_demos, tiny_ba
     for name, p in resumed.named_parameters():
         if p.requires_grad:
             assert torch.equal(p, a[name]), name
+    rows = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("straight", "crashed")]
+    assert rows[0] == rows[1]  # the row of step 4, logged before the crash, is not doubled
 
 
 def test_dataset_without_the_policy_image_keys(tmp_path, tiny_demos, tiny_base_policy):

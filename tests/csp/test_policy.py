@@ -197,12 +197,13 @@ def test_prefix_computed_once_is_reused_for_sampling(fresh):
     expected = sample(csp, batch, noise, sigma=0.4, context_noise=ctx)
     calls["n"] = 0
     cache = csp.encode_prefix(dict(batch))
-    features = csp.prefix_features(cache)
+    segments = csp.prefix_segments(cache)
     got = sample(csp, batch, noise, sigma=0.4, context_noise=ctx, prefix=cache)
     handle.remove()
     assert calls["n"] == 1  # the vision encoder ran once for features and sampling together
     assert torch.equal(got, expected)
-    assert features.shape == (3, 2 * csp.embed_width) and torch.isfinite(features).all()
+    assert segments.image.sum(1).tolist() == [16, 16, 16]  # 16 image tokens per 64 x 64 camera
+    assert not (segments.image & segments.language).any() and segments.state.sum(1).tolist() == [1, 1, 1]
 
 
 def test_from_pretrained_by_repo_id_from_the_local_hub_cache(fresh, tmp_path, local_hub):

@@ -130,7 +130,7 @@ def _record_env_use(envs):
 def test_play_episodes_retires_each_env_after_its_share(tiny_base_policy):
     import numpy as np
 
-    from tmrl_vla.rl.collector import play_episodes
+    from tmrl_vla.rl.evaluation import play_episodes
 
     collector, envs = make_collector(tiny_base_policy, episode_length=7, heads=("z",))
     seeds, steps = _record_env_use(envs)
@@ -161,7 +161,8 @@ def test_play_episodes_retires_each_env_after_its_share(tiny_base_policy):
 
 
 def test_per_env_seeding_fixes_the_initial_states_whatever_the_episode_lengths(tiny_base_policy):
-    from tmrl_vla.rl.collector import DecisionCollector, play_episodes
+    from tmrl_vla.rl.collector import DecisionCollector
+    from tmrl_vla.rl.evaluation import play_episodes
 
     collector, envs = make_collector(tiny_base_policy, episode_length=7, heads=("z",))
     c = collector

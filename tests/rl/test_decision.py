@@ -1,12 +1,11 @@
 import copy
 
-import pytest
 import torch
 
 from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
-from tmrl_vla.rl.decision import decide, encode, latent_to_noise
+from tmrl_vla.rl.decision import decide, latent_to_noise
 
 
 def test_latent_to_noise_repeats_z_over_the_chunk():
@@ -54,18 +53,3 @@ def test_dsrl_decision_uses_no_sigma_or_context_noise(tiny_policy_and_batch):
     noise = latent_to_noise(d.actions["z"], 10, 32, 1.0)
     bare = copy.deepcopy(policy).predict_action_chunk(dict(batch), noise=noise)
     assert torch.equal(d.chunk, bare)
-
-
-def test_grid_pooled_features_keep_where_the_mean_loses(tiny_policy_and_batch):
-    policy, batch = tiny_policy_and_batch
-    csp = CSPPolicy.from_base(copy.deepcopy(policy), CSPConfig(noise_scale="none"))
-    cache, mean_features = encode(csp, dict(batch))
-    _, grid_features = encode(csp, dict(batch), image_grid=2)
-    d = csp.embed_width
-    assert mean_features.shape[1] == csp.feature_width(1) + 6 == 2 * d + 6
-    assert grid_features.shape[1] == csp.feature_width(2) + 6 == 5 * d + 6
-    quadrants = grid_features[:, : 4 * d].view(-1, 4, d)
-    torch.testing.assert_close(quadrants.mean(1), mean_features[:, :d])  # the grid's mean is the mean token
-    torch.testing.assert_close(grid_features[:, 4 * d :], mean_features[:, d:])  # language and state unchanged
-    with pytest.raises(ValueError, match="3 x 3 grid"):
-        encode(csp, dict(batch), image_grid=3)

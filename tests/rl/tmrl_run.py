@@ -12,8 +12,8 @@ from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
 from tmrl_vla.policies import load_lerobot_policy
-from tmrl_vla.rl.agent import SACConfig
-from tmrl_vla.rl.trainer import TMRLConfig, TMRLTrainer
+from tmrl_vla.rl.config import AgentConfig, SACConfig, TMRLConfig
+from tmrl_vla.rl.trainer import TMRLTrainer
 
 base, out, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 state = Accelerator()  # sets up the process group under torchrun / accelerate launch
@@ -21,15 +21,13 @@ torch.set_num_threads(1)
 policy, pre, post = load_lerobot_policy(base)
 csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
 config = TMRLConfig(
+    agent=AgentConfig(hidden=16, num_critics=2),
+    sac=SACConfig(utd=2, batch_size=4, warmup_decisions=2),
     num_envs=2,
     total_decisions=total,
-    warmup_decisions=2,
     eval_every=10**6,
     eval_episodes=2,
     save_every=1,
-    hidden=16,
-    num_critics=2,
-    sac=SACConfig(utd=2, batch_size=4),
 )
 trainer = TMRLTrainer(
     config,

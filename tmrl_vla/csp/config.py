@@ -12,31 +12,34 @@ ContextNoiseMode = Literal["iid", "tiled"]
 
 @dataclass(frozen=True)
 class CSPConfig:
-    # DDPM schedule over the context (paper: linear betas 1e-4 .. 0.02, T = 1000 for VLAs).
+    # Steps T of the DDPM schedule over the context (paper: T = 1000 for VLAs, 100 in its state-based
+    # runs); sigma in [0, 1] selects step k = round(sigma * (T - 1)).
     num_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    # Which prefix segments are noised. The state token stays clean by default, so sigma = 1
-    # samples p(a | state): from the fixed start pose, the demos' action marginal.
-    noise_image: bool = True
-    noise_language: bool = True
+    beta_start: float = 1e-4  # first beta of the linear schedule (the paper's 1e-4)
+    beta_end: float = 0.02  # last beta of the linear schedule (the paper's 0.02)
+    noise_image: bool = True  # noise the prefix's image tokens
+    noise_language: bool = True  # noise the prefix's language tokens (for pi0.5 they hold the state too)
+    # Noise the prefix's state token (SmolVLA only: pi0 and pi0.5 have none). Off by default, so
+    # sigma = 1 samples p(a | state): from the fixed start pose, the demos' action marginal.
     noise_state: bool = False
     # "segment": unit noise is multiplied by each segment's typical token RMS (``segment_scale``),
     # i.e. the DDPM process runs in units of the tokens' own scale, so sigma = 1 leaves no usable
     # context even though SmolVLA scales its prefix by sqrt(D). "none": raw unit noise (the
     # PyTorch pi0 port's behaviour; on SmolVLA it leaves the context readable up to sigma ~0.5).
     noise_scale: NoiseScale = "segment"
-    segment_scale: dict[str, float] = field(default_factory=dict)  # {"image": s, "language": s, "state": s}
+    # Token RMS per segment for noise_scale="segment", {"image": s, "language": s, "state": s};
+    # empty: the CSP trainer measures it on its calibration batches and saves it with the adapter.
+    segment_scale: dict[str, float] = field(default_factory=dict)
     # Context noise: "iid" draws a fresh vector per token (training default, as in the paper);
     # "tiled" repeats one D-vector over all context tokens (what TMRL's eps_c head feeds).
     context_noise: ContextNoiseMode = "iid"
-    # Sigma embedding added at the action expert's time input; zero at sigma = 0 by construction.
+    # Sinusoidal features of sigma (an even number) in the embedding added at the action expert's
+    # time input; the embedding is zero at sigma = 0 by construction.
     sigma_embedding_dim: int = 32
-    # LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: str | None = None  # None: the backend's default
+    lora_r: int = 16  # rank of the LoRA adapter
+    lora_alpha: int = 32  # LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input while training
+    lora_target_modules: str | None = None  # PEFT target_modules regex; None: the backend's default
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 1:

@@ -17,9 +17,7 @@ returns the untouched LeRobot policy.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,34 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tmrl_vla.backends import VLABackend, backend_for
+from tmrl_vla.backends import PrefixSegments, VLABackend, backend_for
+from tmrl_vla.csp import serialization
 from tmrl_vla.csp.config import CSPConfig
-from tmrl_vla.hub import library_versions, resolve_dir
+from tmrl_vla.csp.sigma_embedding import SigmaEmbedding
 from tmrl_vla.noise import check_sigma, forward_noise, linear_beta_schedule
-
-
-class SigmaEmbedding(nn.Module):
-    """(b,) sigma in [0, 1] -> (b, width): ``W (sin/cos features(sigma) - features(0))``.
-
-    W starts at zero (the wrapped policy is unchanged before training), and subtracting the
-    features at 0 keeps the output exactly zero at sigma = 0 however W is trained.
-    """
-
-    def __init__(self, dim: int, width: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.weight = nn.Parameter(torch.zeros(width, dim))
-        # Periods from 1/250 to 4 cover sigma's unit range at fine and coarse resolution.
-        periods = torch.logspace(math.log10(4e-3), math.log10(4.0), dim // 2)
-        self.register_buffer("freqs", 2 * math.pi / periods, persistent=False)
-
-    def features(self, sigma: torch.Tensor) -> torch.Tensor:
-        angles = sigma.float()[:, None] * self.freqs.to(sigma.device)[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
-        delta = self.features(sigma) - self.features(torch.zeros_like(sigma))
-        return delta.to(self.weight.dtype) @ self.weight.T
 
 
 @dataclass
@@ -64,38 +39,6 @@ class PrefixCache:
     args: tuple
     kwargs: dict
     outputs: tuple  # (embs, pad_masks, att_masks) of the clean, un-noised prefix
-
-    def pooled(self, segments, image_grid: int = 1, num_cameras: int = 1) -> torch.Tensor:
-        """(b, (cameras * g^2 + 1) D): image tokens averaged over a g x g grid per camera (g = 1: the
-        mean image token), then the mean language token, padding excluded.
-
-        A mean over all image tokens keeps *what* is in view but little of *where*; a 2 x 2 grid
-        keeps coarse position (on the tiny default, 16 tokens per 64 x 64 image, a 4 x 4 grid).
-        """
-        embs = self.outputs[0].float()
-        b, _, d = embs.shape
-        parts = []
-        if image_grid == 1:
-            m = segments.image[..., None].float()
-            parts.append((embs * m).sum(1) / m.sum(1).clamp_min(1.0))
-        else:
-            counts = segments.image.sum(1)
-            if not bool((counts == counts[0]).all()):
-                raise ValueError("grid pooling needs the same number of image tokens in every sample")
-            tokens = embs[segments.image].view(b, -1, d)
-            side = math.isqrt(tokens.shape[1] // num_cameras)
-            if num_cameras * side * side != tokens.shape[1] or side % image_grid:
-                raise ValueError(
-                    f"cannot pool {tokens.shape[1]} image tokens from {num_cameras} camera(s) on a "
-                    f"{image_grid} x {image_grid} grid: each camera's tokens must form a square grid divisible by it "
-                    "(choose another --rl.image_grid; 1 pools each camera's tokens to their mean)"
-                )
-            grid = tokens.view(b * num_cameras, side, side, d).permute(0, 3, 1, 2)
-            pooled = torch.nn.functional.adaptive_avg_pool2d(grid, image_grid)  # (b * cams, d, g, g)
-            parts.append(pooled.view(b, num_cameras, d, -1).permute(0, 1, 3, 2).reshape(b, -1))
-        m = segments.language[..., None].float()
-        parts.append((embs * m).sum(1) / m.sum(1).clamp_min(1.0))
-        return torch.cat(parts, dim=-1)
 
 
 @dataclass
@@ -108,26 +51,6 @@ class _Conditioning:
 
     def __post_init__(self) -> None:
         self.all_zero = bool((self.sigma == 0).all())  # sigma = 0 everywhere: both hooks pass through
-
-
-CSP_CONFIG_FILE = "csp_config.json"
-SIGMA_EMBEDDING_FILE = "csp_sigma_embedding.safetensors"
-
-
-def _name_or_path(policy: nn.Module) -> str:
-    config = getattr(policy, "config", None)
-    return str(
-        getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None) or "<in-memory policy>"
-    )
-
-
-def weights_hash(module: nn.Module) -> str:
-    """A content hash of a module's weights: identifies a base model independently of its path."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 class CSPPolicy(nn.Module):
@@ -162,7 +85,7 @@ class CSPPolicy(nn.Module):
                 f"noise_state=True, but {backend.policy_type} has no state token in its prefix (the state reaches the "
                 "action expert another way), so it cannot be noised there."
             )
-        base_hash = weights_hash(policy)
+        base_hash = serialization.weights_hash(policy)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
@@ -179,99 +102,16 @@ class CSPPolicy(nn.Module):
 
         The base's weights must be the ones the adapter was trained on (checked by content hash).
         """
-        from peft import PeftModel
-        from safetensors.torch import load_file
-
-        path = resolve_dir(path_or_repo_id)
-        meta_file = path / CSP_CONFIG_FILE
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} is not a CSP adapter: {CSP_CONFIG_FILE} is missing")
-        meta = json.loads(meta_file.read_text())
-        recorded = meta["base_model"]
-        backend = backend_for(base)
-        base_hash = weights_hash(base)
-        if recorded.get("weights_hash") != base_hash or recorded.get("policy_type") != base.config.type:
-            raise ValueError(
-                f"CSP adapter {path} was trained on base {recorded.get('name_or_path')!r} "
-                f"({recorded.get('policy_type')}, weights {recorded.get('weights_hash')}), but it is being loaded onto "
-                f"{_name_or_path(base)!r} ({base.config.type}, weights {base_hash}). Load it onto the base it was "
-                "trained on."
-            )
-        for p in base.parameters():
-            p.requires_grad_(False)
-        peft_model = PeftModel.from_pretrained(base, path, is_trainable=is_trainable)
-        csp = cls(peft_model, CSPConfig.from_dict(meta["csp"]), backend, base_hash)
-        csp.sigma_embedding.load_state_dict(load_file(path / SIGMA_EMBEDDING_FILE))
-        csp.sigma_embedding.weight.requires_grad_(is_trainable)
-        return csp
+        return serialization.load_adapter(cls, path_or_repo_id, base, is_trainable)
 
     def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:
-        """Write a PEFT adapter directory plus ``csp_config.json`` and the sigma embedding.
-
-        ``adapter_config.json`` and ``adapter_model.safetensors`` are plain PEFT files: stock PEFT
-        (and LeRobot's PEFT loading) runs the adapter as a LoRA policy, which is this policy at sigma = 0.
-        """
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._place_lora_wrappers(True)  # while merged, the LoRA weights live in the swapped-out wrappers
-        try:
-            self.peft_model.save_pretrained(directory)
-        finally:
-            self._place_lora_wrappers(False)
-        save_file(
-            {k: v.contiguous() for k, v in self.sigma_embedding.state_dict().items()}, directory / SIGMA_EMBEDDING_FILE
-        )
-        meta = {
-            "format_version": 1,
-            "csp": self.config.to_dict(),
-            "base_model": {
-                "name_or_path": _name_or_path(self.base_policy),
-                "policy_type": self.base_policy.config.type,
-                "weights_hash": self.base_hash,
-            },
-            "versions": library_versions(),
-        }
-        (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self._write_card(directory, meta, repo_id=repo_id)
-        return directory
-
-    def _write_card(self, directory: Path, meta: dict, *, repo_id: str | None) -> None:
-        from tmrl_vla.hub import render_card, update_card
-
-        c = self.config
-        segments = [s for s in ("image", "language", "state") if getattr(c, f"noise_{s}")]
-        scale = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c.segment_scale.items()))
-        section = render_card(
-            "csp_adapter.md",
-            policy_type=meta["base_model"]["policy_type"],
-            base_model=meta["base_model"]["name_or_path"],
-            weights_hash=meta["base_model"]["weights_hash"],
-            repo_id=repo_id or str(directory),
-            beta_start=c.beta_start,
-            beta_end=c.beta_end,
-            num_timesteps=c.num_timesteps,
-            segments=", ".join(segments),
-            noise_scale=c.noise_scale,
-            segment_scale=f"(token RMS: {scale})" if scale else "",
-            context_noise=c.context_noise,
-            lora_r=c.lora_r,
-            lora_alpha=c.lora_alpha,
-            versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        )
-        update_card(directory / "README.md", section)
+        """Write a PEFT adapter directory plus ``csp_config.json``, the sigma embedding and a card
+        (:mod:`tmrl_vla.csp.serialization`)."""
+        return serialization.save_adapter(self, directory, repo_id=repo_id)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None) -> str:
         """Upload the adapter directory (with its card) to the Hugging Face Hub as one commit."""
-        from tmrl_vla.hub import push_to_hub
-
-        return push_to_hub(
-            lambda folder: self.save_pretrained(folder, repo_id=repo_id),
-            repo_id,
-            private=private,
-            message="Upload CSP adapter",
-        )
+        return serialization.push_adapter(self, repo_id, private=private)
 
     @property
     def base_policy(self) -> nn.Module:
@@ -355,6 +195,15 @@ class CSPPolicy(nn.Module):
         """Put each swapped-out PEFT wrapper (``wrapped``) or its merged base layer into the model."""
         for parent, child, module in self._fused:
             setattr(parent, child, module if wrapped else module.base_layer)
+
+    @contextlib.contextmanager
+    def lora_wrappers_in_place(self) -> Iterator[None]:
+        """Inside the block PEFT's LoRA wrappers are in the model even while merged (for saving)."""
+        self._place_lora_wrappers(True)
+        try:
+            yield
+        finally:
+            self._place_lora_wrappers(False)
 
     @property
     def merged(self) -> bool:
@@ -481,19 +330,9 @@ class CSPPolicy(nn.Module):
         original = getattr(type(flow), self.backend.prefix_method).__get__(flow)  # the class method, unwrapped
         return PrefixCache(args=args, kwargs=kwargs, outputs=original(*args, **kwargs))
 
-    def prefix_features(self, cache: PrefixCache, image_grid: int = 1) -> torch.Tensor:
-        """Pooled clean-prefix features (b, (cameras * image_grid^2 + 1) D) for the RL agent's observation."""
-        segments = self.backend.segments(self.flow_model, cache.args, cache.kwargs, cache.outputs)
-        return cache.pooled(segments, image_grid, self.num_cameras)
-
-    @property
-    def num_cameras(self) -> int:
-        config = self.base_policy.config
-        return len(config.image_features) + int(getattr(config, "empty_cameras", 0) or 0)
-
-    def feature_width(self, image_grid: int = 1) -> int:
-        """Width of :meth:`prefix_features` (without the state)."""
-        return (self.num_cameras * image_grid**2 + 1) * self.embed_width
+    def prefix_segments(self, cache: PrefixCache) -> PrefixSegments:
+        """Which positions of a cached clean prefix are image, language and state tokens."""
+        return self.backend.segments(self.flow_model, cache.args, cache.kwargs, cache.outputs)
 
     def predict_action_chunk(
         self,
@@ -548,8 +387,6 @@ class CSPPolicy(nn.Module):
         Stored in the config (and so in ``csp_config.json``): at inference the same scale is used,
         whatever the batch, so sigma = 1 carries no information about the clean tokens.
         """
-        import dataclasses
-
         self._scale_recorder = {"image": [], "language": [], "state": []}
         try:
             for batch in batches:

@@ -8,48 +8,49 @@ noise scale uses the same batches on every rank, so every rank holds the same co
 Loss: the policy's own flow-matching loss at a per-sample sigma drawn independently of the flow
 time (paper, section 2); nothing is added. Logged per sigma bucket to see where imitation is kept.
 
-Checkpoints (adapter, optimiser, scheduler, step, data-sampler and torch RNG states) are written
-atomically to ``<out>/train_state.pt`` every ``save_every`` steps; running again resumes there.
+The loop is :class:`~tmrl_vla.training.SupervisedLoop`: checkpoints (adapter, optimiser, scheduler,
+step, every rank's data-sampler and torch RNG states) are written atomically to
+``<out>/train_state.pt`` every ``save_every`` steps, and running again resumes there; metrics rows
+go to ``<out>/metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from tmrl_vla.csp.config import CSPConfig
-from tmrl_vla.schedules import warmup_cosine
+from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 
 
 @dataclass(frozen=True)
 class CSPTrainConfig:
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    grad_clip: float = 10.0
-    seed: int = 0
+    steps: int = 2000  # optimiser steps in all (a resumed run counts the steps done before)
+    batch_size: int = 32  # samples per step and per process (each process draws its own batch)
+    lr: float = 1e-3  # peak AdamW learning rate of the adapter and sigma embedding, after the warm-up
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 0.05 * lr at the last step
+    grad_clip: float = 10.0  # max global L2 norm of the trainable gradients (adapter, sigma embedding)
+    seed: int = 0  # seeds torch (adapter init), the sampler of process i (seed + i) and the calibration batches
     # sigma = u ** sigma_power with u ~ U[0, 1]; power 1 is the paper's uniform draw, > 1 puts more
-    # mass at small sigma. A ``clean_fraction`` of each batch is set to sigma = 0 (pure imitation).
-    # Default 2, measured on the embedded default (2000 steps, 20 states x 8 rollouts of the
-    # moved-camera task): in-distribution success at sigma = 0 stayed 0.97 (BC 1.00) against 0.90
-    # with the uniform draw, for the same coverage gain (Success@8 0.50-0.65 at sigma 0.25-0.5 vs BC 0.20).
+    # mass at small sigma. Default 2, measured on the embedded default (2000 steps, 20 states x 8
+    # rollouts of the moved-camera task): in-distribution success at sigma = 0 stayed 0.97 (BC 1.00)
+    # against 0.90 with the uniform draw, for the same coverage gain (Success@8 0.50-0.65 at sigma
+    # 0.25-0.5 vs BC 0.20).
     sigma_power: float = 2.0
-    clean_fraction: float = 0.0
+    clean_fraction: float = 0.0  # this share of each batch (its first samples) gets sigma = 0: pure imitation
+    # Batches whose token RMS per prefix segment sets the noise scale (noise_scale="segment" without
+    # a fixed segment_scale); the same batches on every process.
     calibration_batches: int = 4
-    save_every: int = 500
-    log_every: int = 50
-    num_threads: int | None = None
-    csp: CSPConfig = field(default_factory=CSPConfig)
+    save_every: int = 500  # checkpoint to <out>/train_state.pt every this many steps (resumable)
+    log_every: int = 50  # a metrics.jsonl row (mean loss since the last row, lr, loss per sigma bucket)
+    num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    csp: CSPConfig = field(default_factory=CSPConfig)  # the adapter itself: LoRA, sigma embedding, noise scale
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -90,12 +91,57 @@ def train_csp(
     log=print,
 ) -> dict:
     """Train a CSP adapter for the LeRobot checkpoint at ``base_policy_dir``; save it to ``out_dir``."""
+    accelerator, out_dir = _make_accelerator(out_dir)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    log = log if accelerator.is_main_process else (lambda *_: None)
+    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset_repo_id, dataset_root)
+    csp, optimizer, scheduler = _make_adapter(config, policy, preprocessor, demos, log)
+    generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
+    get_state, set_state = _state_io(accelerator, csp, optimizer, scheduler, generator)
+    loop = SupervisedLoop(
+        "csp",
+        out_dir,
+        steps=config.steps,
+        log_every=config.log_every,
+        save_every=config.save_every,
+        get_state=get_state,
+        set_state=set_state,
+        is_main=accelerator.is_main_process,
+        barrier=accelerator.wait_for_everyone,
+        progress=progress,
+        log=log,
+    )
+    loop.resume()  # before prepare: the state is loaded into the bare adapter and optimiser
+    model, optimizer = accelerator.prepare(csp, optimizer)
+    model.train()
+
+    def update(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+
+    def write_adapter() -> None:
+        csp.save_pretrained(out_dir)
+        (out_dir / "csp_train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+
+    compute_loss = _batch_loss(config, demos, preprocessor, model, generator, accelerator.device)
+    result = loop.run(compute_loss, update, lr=lambda: scheduler.get_last_lr()[0], finalize=write_adapter)
+    return {
+        "csp_train_seconds": result.seconds,
+        "csp_steps_per_second": config.steps / result.seconds if result.seconds > 0 else float("nan"),
+        "num_processes": accelerator.num_processes,
+        "segment_scale": csp.config.segment_scale,
+        "csp": csp,
+    }
+
+
+def _make_accelerator(out_dir: str | Path):
+    """``(accelerator, out_dir)``, the folder made by the main process."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
-
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.data.memory import InMemoryDemos
-    from tmrl_vla.policies import load_lerobot_policy
 
     # Some adapter weights get no gradient (e.g. LoRA on the VLM's last query projection, whose
     # output SmolVLA never reads), which DDP must be told about.
@@ -103,9 +149,26 @@ def train_csp(
     out_dir = Path(out_dir)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    log = log if accelerator.is_main_process else (lambda *_: None)
+    return accelerator, out_dir
+
+
+def _batch_loss(config: CSPTrainConfig, demos, preprocessor, model, generator: torch.Generator, device):
+    """The loop's ``compute_loss``: this process's batch at per-sample sigmas, through the (DDP) model."""
+
+    def compute_loss() -> StepOutput:
+        index = torch.randint(0, len(demos), (config.batch_size,), generator=generator)
+        batch = preprocessor(demos.batch(index))
+        sigma = sample_sigma(config.batch_size, config, generator).to(device)
+        per_sample, _ = model(batch, sigma=sigma, reduction="none")
+        return StepOutput(per_sample.mean(), lambda: bucket_losses(per_sample.detach().cpu(), sigma.cpu()))
+
+    return compute_loss
+
+
+def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset_repo_id: str, dataset_root: str | Path):
+    """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it trains on."""
+    from tmrl_vla.data.memory import InMemoryDemos
+    from tmrl_vla.policies import load_lerobot_policy
 
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
     policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
@@ -116,10 +179,30 @@ def train_csp(
             f"The dataset at {dataset_root} lacks the policy's image keys {sorted(missing)} "
             f"(it has {demos.image_keys}); CSP trains on the same cameras the policy reads."
         )
+    return policy, preprocessor, demos
+
+
+def _make_adapter(config: CSPTrainConfig, policy, preprocessor, demos, log):
+    """``(csp, optimizer, scheduler)``: the adapter on ``policy`` (initialised from ``config.seed``),
+    its noise scale calibrated, and the optimiser of its trainable parameters."""
+    from tmrl_vla.csp.policy import CSPPolicy
 
     torch.manual_seed(config.seed)
     csp = CSPPolicy.from_base(policy, config.csp)
-    calib = torch.Generator().manual_seed(config.seed + 10_000)  # same on every rank
+    _calibrate(csp, preprocessor, demos, config, log)
+    optimizer, scheduler = adamw_warmup_cosine(
+        csp.trainable_parameters(), config.lr, config.weight_decay, config.warmup_steps, config.steps
+    )
+    return csp, optimizer, scheduler
+
+
+def _calibrate(csp, preprocessor, demos, config: CSPTrainConfig, log) -> None:
+    """Measure the token RMS per prefix segment (the noise scale) unless the config fixes it.
+
+    The calibration batches are drawn from their own generator, the same on every rank, so every
+    rank ends with the same scales; they are drawn even when unused, as they always were.
+    """
+    calib = torch.Generator().manual_seed(config.seed + 10_000)
     batches = [
         preprocessor(demos.batch(torch.randint(0, len(demos), (config.batch_size,), generator=calib)))
         for _ in range(config.calibration_batches)
@@ -128,93 +211,34 @@ def train_csp(
         scales = csp.calibrate_segment_scales(batches)
         log(f"[csp] token RMS per segment: {json.dumps({k: round(v, 2) for k, v in scales.items()})}")
 
-    optimizer = torch.optim.AdamW(csp.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
-    generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
-    state_path = out_dir / "train_state.pt"
-    step = 0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False, map_location="cpu")
-        trainable = {n: p for n, p in csp.named_parameters() if p.requires_grad}
-        for name, value in state["trainable"].items():
-            trainable[name].data.copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generators"][accelerator.process_index])
-        torch.set_rng_state(state["torch_rng"][accelerator.process_index])
-        step = state["step"]
-        log(f"[csp] resuming from step {step}")
-    model, optimizer = accelerator.prepare(csp, optimizer)
 
-    metrics_file = out_dir / "metrics.jsonl"
-    start = time.perf_counter()
-    recent: list[float] = []
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        desc="CSP",
-        unit="step",
-        disable=not (progress and accelerator.is_main_process),
-    )
-    model.train()
-    while step < config.steps:
-        index = torch.randint(0, len(demos), (config.batch_size,), generator=generator)
-        batch = preprocessor(demos.batch(index))
-        sigma = sample_sigma(config.batch_size, config, generator).to(accelerator.device)
-        per_sample, _ = model(batch, sigma=sigma, reduction="none")
-        loss = per_sample.mean()
-        if not torch.isfinite(loss):
-            _save_state(state_path, accelerator, csp, optimizer, scheduler, generator, step)
-            raise FloatingPointError(f"CSP loss is {loss.item()} at step {step}; state saved to {state_path}")
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        recent.append(loss.item())
-        bar.update(1)
-        if step % config.log_every == 0 and accelerator.is_main_process:
-            row = {"step": step, "csp/loss": sum(recent) / len(recent), "csp/lr": scheduler.get_last_lr()[0]}
-            row |= bucket_losses(per_sample.detach().cpu(), sigma.cpu())
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            bar.set_postfix(loss=f"{row['csp/loss']:.4f}")
-            recent = []
-        if step % config.save_every == 0 and step < config.steps:
-            _save_state(state_path, accelerator, csp, optimizer, scheduler, generator, step)
-    bar.close()
-    seconds = time.perf_counter() - start
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        csp.save_pretrained(out_dir)
-        (out_dir / "csp_train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-        state_path.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    return {
-        "csp_train_seconds": seconds,
-        "csp_steps_per_second": config.steps / seconds if seconds > 0 else float("nan"),
-        "num_processes": accelerator.num_processes,
-        "segment_scale": csp.config.segment_scale,
-        "csp": csp,
-    }
+def _state_io(accelerator, csp, optimizer, scheduler, generator: torch.Generator):
+    """``(get_state, set_state)`` of a CSP run: adapter weights, optimiser, scheduler, and every rank's
+    sampler and torch RNG. ``get_state`` gathers the RNG states from all ranks (a collective: call it
+    on every rank) and returns the state on the main process only."""
+    rank = accelerator.process_index
 
-
-def _save_state(path: Path, accelerator, csp, optimizer, scheduler, generator, step: int) -> None:
-    """Gather every rank's sampler and RNG state, then let rank 0 write one file atomically."""
-    local = torch.cat([generator.get_state(), torch.get_rng_state()]).to(accelerator.device)
-    everything = accelerator.gather(local[None]).cpu()  # (world, 2 * state_len)
-    half = generator.get_state().numel()
-    if accelerator.is_main_process:
-        payload = {
+    def get_state() -> dict | None:
+        local = torch.cat([generator.get_state(), torch.get_rng_state()]).to(accelerator.device)
+        everything = accelerator.gather(local[None]).cpu()  # (world, 2 * state_len)
+        half = generator.get_state().numel()
+        if not accelerator.is_main_process:
+            return None
+        return {
             "trainable": {n: p.detach().cpu().clone() for n, p in csp.named_parameters() if p.requires_grad},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "generators": [row[:half].clone() for row in everything],
             "torch_rng": [row[half:].clone() for row in everything],
-            "step": step,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    accelerator.wait_for_everyone()
+
+    def set_state(state: dict) -> None:
+        trainable = {n: p for n, p in csp.named_parameters() if p.requires_grad}
+        for name, value in state["trainable"].items():
+            trainable[name].data.copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generators"][rank])
+        torch.set_rng_state(state["torch_rng"][rank])
+
+    return get_state, set_state

@@ -22,11 +22,11 @@ from tmrl_vla.envs.pick_cube import JOINT_NAMES, PickCubeConfig, PickCubeEnv
 class DemoConfig:
     """What to record. Changing any field changes the cache key of the demos."""
 
-    num_episodes: int = 200
+    num_episodes: int = 200  # expert episodes attempted (only successful ones are kept by default)
     seed: int = 0  # episode i is env seed ``seed + i``; the expert's own RNG is seeded from ``seed``
-    env: PickCubeConfig = field(default_factory=PickCubeConfig)
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
-    repo_id: str = "local/so100_pick_cube_demos"
+    env: PickCubeConfig = field(default_factory=PickCubeConfig)  # the scene recorded: the in-distribution task
+    expert: ExpertConfig = field(default_factory=ExpertConfig)  # the scripted expert's motion and noise
+    repo_id: str = "local/so100_pick_cube_demos"  # the dataset's LeRobot repo id (written locally, never pushed)
     keep_failures: bool = False  # failed expert episodes are dropped by default
 
     def __post_init__(self) -> None:

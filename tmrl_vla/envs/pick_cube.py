@@ -29,7 +29,7 @@ import mujoco  # noqa: E402, I001
 import numpy as np
 
 import tmrl_vla.envs.headless  # noqa: F401, I001  (must precede the first mujoco import)
-from tmrl_vla.envs.registry import ENVS
+from tmrl_vla.envs.registry import ENVS, check_env_options
 
 JOINT_NAMES: tuple[str, ...] = (
     "shoulder_pan",
@@ -53,7 +53,7 @@ class ContextShift:
     motion needed, so a shifted task is solvable with actions the demos already contain.
     """
 
-    cube_rgba: tuple[float, float, float, float] = RED
+    cube_rgba: tuple[float, float, float, float] = RED  # the cube's colour, RGBA in [0, 1]
     distractor: bool = False  # a second, blue cube somewhere else in the region
     light_scale: float = 1.0  # multiplies the key light and the headlight
     camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # metres, added to the front camera
@@ -82,16 +82,16 @@ SHIFTS: dict[str, ContextShift] = {
 class PickCubeConfig:
     """Configuration of :class:`PickCubeEnv`. The defaults are the demo (in-distribution) task."""
 
-    image_size: int = 64
+    image_size: int = 64  # every camera renders image_size x image_size pixels
     cameras: tuple[str, ...] = ("front",)  # any of "front", "wrist"
     episode_length: int = 100  # control steps (25 Hz: 4 s)
     control_substeps: int = 10  # physics steps of 4 ms per control step
     cube_x_range: tuple[float, float] = (0.13, 0.23)  # metres, in front of the base
-    cube_y_range: tuple[float, float] = (-0.09, 0.09)
+    cube_y_range: tuple[float, float] = (-0.09, 0.09)  # metres, sideways of the base
     lift_height: float = 0.04  # the cube's bottom must rise this far ...
     hold_steps: int = 3  # ... for this many consecutive control steps
-    task: str = "pick up the cube"
-    shift: ContextShift = field(default_factory=ContextShift)
+    task: str = "pick up the cube"  # the language instruction given to the policy
+    shift: ContextShift = field(default_factory=ContextShift)  # what the camera sees differently (none by default)
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -265,7 +265,9 @@ def home_pose(env: PickCubeEnv) -> np.ndarray:
 
 @ENVS.register("so100_pick_cube")
 def make_so100_pick_cube(shift: str | ContextShift = "none", **kwargs: Any) -> PickCubeEnv:
-    """The default pick task; ``shift`` names a context shift (``SHIFTS``) or gives one."""
+    """The default pick task; ``shift`` names a context shift (``SHIFTS``) or gives one; other options
+    are :class:`PickCubeConfig` fields."""
+    check_env_options("so100_pick_cube", PickCubeConfig, kwargs)
     if isinstance(kwargs.get("cameras"), list):
         kwargs["cameras"] = tuple(kwargs["cameras"])
     return PickCubeEnv(PickCubeConfig.with_shift(shift, **kwargs))

@@ -20,26 +20,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tmrl_vla.rl.config import HEADS
 from tmrl_vla.rl.normalize import ObservationNormalizer
 
-HEADS = ("z", "y", "eps_c")
 ATANH_EPS = 1e-6
 
 
 @dataclass(frozen=True)
 class HighLevelConfig:
-    obs_dim: int
-    action_dim: int  # width of z
-    embed_dim: int  # width of eps_c
+    """The actor's shape. ``heads``, ``hidden``, ``init_temperature`` and ``target_entropy`` are
+    documented on :class:`~tmrl_vla.rl.config.AgentConfig`, which the trainer builds this from."""
+
+    obs_dim: int  # width of the observation features
+    action_dim: int  # width of z (the policy's action dimension)
+    embed_dim: int  # width of eps_c (the VLA's prefix embedding width)
     heads: tuple[str, ...] = HEADS
     hidden: int = 256
-    num_layers: int = 2
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    # Target entropy per head; missing heads default to -dim(head) (the SAC heuristic). -dim for
-    # eps_c (e.g. -960 for a real VLA) may be far too low to keep exploring: set it explicitly.
+    num_layers: int = 2  # hidden layers of the trunk (0: the heads read the observation directly)
+    log_std_min: float = -5.0  # lower bound of every head's log standard deviation
+    log_std_max: float = 2.0  # upper bound of every head's log standard deviation
     target_entropy: dict[str, float] = field(default_factory=dict)
-    init_temperature: float = 1.0
+    init_temperature: float = 0.05
 
     def __post_init__(self) -> None:
         unknown = set(self.heads) - set(HEADS)

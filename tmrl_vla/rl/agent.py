@@ -9,51 +9,16 @@ TMRL paper uses for VLAs (20 critic updates per actor update). The maths lives i
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from tmrl_vla.rl.actor import HighLevelPolicy
-from tmrl_vla.rl.critic import CriticEnsemble
+from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
+from tmrl_vla.rl.config import AgentConfig, SACConfig
+from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.distributed import sync_gradients
 from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer
 from tmrl_vla.rl.sac import actor_loss, critic_loss, imitation_loss, polyak_update, td_target, temperature_loss
-
-
-@dataclass(frozen=True)
-class SACConfig:
-    gamma: float = 0.99  # per decision (one action chunk)
-    tau: float = 0.005
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
-    batch_size: int = 256
-    utd: int = 20  # critic updates per actor update
-    # Whether -alpha log pi(a'|s') enters the TD target. The reference TMRL code computes it and
-    # drops it, and so do we: with all three heads the eps_c head alone has ~65 nats of entropy, so
-    # at alpha ~0.04 the bonus is worth ~2.7 per decision against rewards of at most 1 per episode.
-    # Measured (the recipe's earlier preset, all three heads, seed 0, 300 decisions): with it, Q
-    # read 10.7, 25.4, 39.2, 51.8, 63.4 at decisions 51-251 and 72.9 at 300; without, 0.02.
-    # Successes 22/128 vs 20/124 episodes.
-    entropy_backup: bool = False
-    # The TD target takes the min over this many target critics drawn at random per update (REDQ,
-    # Chen et al. 2021); None takes the min over all N. With 0/1 rewards the min over all five
-    # drifted every Q below zero (-0.75 after 150 decisions on the pick task, rewards never negative).
-    target_subset: int | None = 2
-    # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
-    # of the agent's own successful episodes (needs the trainer's success buffer; 0 turns it off).
-    imitation_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError("gamma and tau must lie in (0, 1]")
-        if self.target_subset is not None and self.target_subset < 1:
-            raise ValueError("target_subset must be >= 1 or None")
-        if self.utd < 1 or self.batch_size < 1:
-            raise ValueError("utd and batch_size must be >= 1")
-        if self.imitation_weight < 0:
-            raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
 
 
 def _head_actions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -160,3 +125,14 @@ class SACAgent(nn.Module):
             imitation = successes.sample(self.config.batch_size, generator)
         metrics |= self.update_actor(replay.sample(self.config.batch_size, generator), imitation)
         return metrics
+
+
+def build_agent(agent: AgentConfig, sac: SACConfig, *, obs_dim: int, action_dim: int, embed_dim: int) -> SACAgent:
+    """A fresh actor and critic ensemble for ``agent``'s heads on observations of width ``obs_dim``."""
+    widths = dict(obs_dim=obs_dim, action_dim=action_dim, embed_dim=embed_dim)
+    shared = dict(widths, heads=agent.active_heads, hidden=agent.hidden)
+    actor = HighLevelPolicy(
+        HighLevelConfig(**shared, init_temperature=agent.init_temperature, target_entropy=dict(agent.target_entropy))
+    )
+    critics = CriticEnsemble(CriticConfig(**shared, num_critics=agent.num_critics))
+    return SACAgent(actor, critics, sac)

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
-from tmrl_vla.rl.decision import decide, encode
+from tmrl_vla.rl.decision import decide
 from tmrl_vla.rl.encoder import ObservationEncoder
+from tmrl_vla.rl.observation import encode
 from tmrl_vla.rollout import obs_to_batch
 
 
@@ -135,22 +136,14 @@ class DecisionCollector:
         decision, unless they were to retire after that episode."""
         if self._obs is None:
             self.reset()
-        n = self.envs.num_envs
-        deciding = ~self.retired
-        rows = np.flatnonzero(deciding)
+        rows = np.flatnonzero(~self.retired)
         if len(rows) == 0:
             raise RuntimeError("every env is retired: reset() the collector before stepping it again")
-        subset = len(rows) < n
-
-        def take(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {k: v[rows] for k, v in obs.items()} if subset else obs
-
-        batch = self._batch(take(self._obs))
         held = None if self.held_noise is None else {h: v[rows] for h, v in self.held_noise.items()}
         decision = decide(
             self.csp,
             self.actor,
-            batch,
+            self._batch(self._take(self._obs, rows)),
             z_scale=self.z_scale,
             uniform=uniform,
             deterministic=deterministic,
@@ -161,21 +154,10 @@ class DecisionCollector:
             noise=held,
             encoder=self.encoder,
         )
-        chunk = self.postprocessor(decision.chunk).cpu().numpy()  # (rows, chunk, A) in joint units
-        actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs: not stepped
-        actions[rows] = chunk
-        reward = np.zeros(n, dtype=np.float32)
-        for k in range(min(self.n_exec, chunk.shape[1])):
-            obs, r, _ = self.envs.step(actions[:, k], active=deciding)  # an env that ended mid-chunk stops
-            reward += r
-            if self.envs.done[rows].all():
-                break
-        success = self.envs.success[rows]
-        ended = self.envs.done[rows]
-        next_batch = self._batch(take(obs))
+        obs, reward = self._execute(decision.chunk, rows)
+        success, ended = self.envs.success[rows], self.envs.done[rows]
         # the true next observation, also at time-out
-        next_cache, next_features = encode(self.csp, next_batch, self.image_grid, self.encoder)
-
+        next_cache, next_features = encode(self.csp, self._batch(self._take(obs, rows)), self.image_grid, self.encoder)
         transitions = Transitions(
             obs=decision.features,
             actions=decision.actions,
@@ -190,43 +172,36 @@ class DecisionCollector:
         self.episodes_finished += int(ended.sum())
         self.successes += int(success.sum())
         if ended.any():
-            finished = rows[ended]
-            retiring = finished[self.retire_after_episode[finished]]
-            self.retired[retiring] = True
-            for i in finished[~self.retire_after_episode[finished]]:
-                obs = self.envs.reset_one(int(i), self._seeds([i])[0])
-                self._renew_noise(int(i))
-            self._obs, self._encoded = obs, None  # reset or retired envs changed the batch: encode afresh
+            self._start_next_episodes(rows[ended], obs)
         else:
             self._obs, self._encoded = obs, (next_cache, next_features, rows)
         return transitions
 
+    def _take(self, obs: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation rows of the envs in ``rows`` (all of them: the arrays as they are)."""
+        return {k: v[rows] for k, v in obs.items()} if len(rows) < self.envs.num_envs else obs
 
-def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False) -> int:
-    """Reset ``collector`` and step it until env i has ended ``per_env[i]`` episodes; returns the
-    successes among them. An env retires once it has played its share, so no time goes on episodes
-    that would not count.
+    def _execute(self, chunk: torch.Tensor, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Run the first ``n_exec`` actions of each env's chunk; returns the observation and the
+        reward summed over the steps each env ran (an env that ends mid-chunk stops there)."""
+        n = self.envs.num_envs
+        chunk = self.postprocessor(chunk).cpu().numpy()  # (rows, chunk, A) in joint units
+        actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs: not stepped
+        actions[rows] = chunk
+        active = ~self.retired
+        reward = np.zeros(n, dtype=np.float32)
+        for k in range(min(self.n_exec, chunk.shape[1])):
+            obs, r, _ = self.envs.step(actions[:, k], active=active)
+            reward += r
+            if self.envs.done[rows].all():
+                break
+        return obs, reward
 
-    A fixed share per env, rather than the first N endings over all envs: the first endings are
-    biased towards short episodes, and on tasks where success ends an episode, those are successes.
-    With ``seeding="per_env"`` the episodes' initial states are then fixed in advance.
-    """
-    per_env = torch.as_tensor(per_env, dtype=torch.long)
-    if per_env.shape != (collector.envs.num_envs,) or (per_env < 1).any():
-        raise ValueError(
-            f"per_env needs a share >= 1 for each of the {collector.envs.num_envs} envs (use fewer envs "
-            f"for fewer episodes), got {per_env.tolist()}"
-        )
-    collector.reset()
-    played = np.zeros(len(per_env), dtype=np.int64)
-    quota = per_env.numpy()
-    wins = 0
-    while (played < quota).any():
-        collector.retire_after_episode[:] = played + 1 >= quota
-        t = collector.step(deterministic=deterministic)
-        index = t.env_index.numpy()
-        ended = t.episode_end.numpy()
-        wins += int(t.success.numpy()[ended].sum())
-        np.add.at(played, index[ended], 1)
-    collector.retire_after_episode[:] = False
-    return wins
+    def _start_next_episodes(self, finished: np.ndarray, obs: dict[str, np.ndarray]) -> None:
+        """Reset the finished envs (or retire those told to), with new held noise."""
+        retiring = finished[self.retire_after_episode[finished]]
+        self.retired[retiring] = True
+        for i in finished[~self.retire_after_episode[finished]]:
+            obs = self.envs.reset_one(int(i), self._seeds([i])[0])
+            self._renew_noise(int(i))
+        self._obs, self._encoded = obs, None  # reset or retired envs changed the batch: encode afresh

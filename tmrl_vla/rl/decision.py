@@ -3,9 +3,7 @@
 Per decision (TMRL paper, section 3; design: "the vision encoder runs once per decision"):
 
 1. the frozen CSP policy embeds the clean prefix (images and language) once;
-2. the RL observation is the pooled clean prefix (image tokens averaged, whole or on a coarse grid;
-   the mean language token) plus the normalised proprioception; or, with a separate frozen
-   ``ObservationEncoder``, its pooled patch tokens per camera plus the proprioception;
+2. the RL observation is the pooled clean prefix plus the proprioception (:mod:`tmrl_vla.rl.observation`);
 3. the high-level policy picks z (repeated over the chunk as the flow's initial noise, as DSRL does),
    sigma = (y + 1) / 2 and eps_c (one D-vector tiled over the context tokens);
 4. the CSP policy samples the chunk from z under the prefix noised at sigma, *reusing* the prefix
@@ -21,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.csp.policy import CSPPolicy, PrefixCache
 from tmrl_vla.rl.actor import HighLevelPolicy, sigma_from_y
 from tmrl_vla.rl.encoder import ObservationEncoder
+from tmrl_vla.rl.observation import encode
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Decision:
     log_probs: dict[str, torch.Tensor]
     features: torch.Tensor  # (b, obs_dim): the RL observation
     sigma: torch.Tensor  # (b,)
-    prefix: object = None  # the clean PrefixCache the chunk was sampled from
+    prefix: PrefixCache | None = None  # the clean prefix the chunk was sampled from
 
 
 def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale: float) -> torch.Tensor:
@@ -43,44 +42,6 @@ def latent_to_noise(z: torch.Tensor, chunk_size: int, max_action_dim: int, scale
     noise = torch.zeros(b, chunk_size, max_action_dim, dtype=z.dtype, device=z.device)
     noise[:, :, :a] = scale * z[:, None, :]
     return noise
-
-
-def image_keys(csp: CSPPolicy) -> list[str]:
-    """The policy's camera keys, in its config's order."""
-    return list(csp.base_policy.config.image_features)
-
-
-def feature_width(
-    csp: CSPPolicy, state_dim: int, image_grid: int = 1, encoder: ObservationEncoder | None = None
-) -> int:
-    """Width of :func:`observation_features`."""
-    pooled = (
-        csp.feature_width(image_grid) if encoder is None else encoder.feature_width(len(image_keys(csp)), image_grid)
-    )
-    return pooled + state_dim
-
-
-def observation_features(
-    csp: CSPPolicy, cache, batch: dict, image_grid: int = 1, encoder: ObservationEncoder | None = None
-) -> torch.Tensor:
-    """(b, F + S): pooled clean prefix (see ``CSPPolicy.prefix_features``), or the separate
-    ``encoder``'s pooled patch tokens of every camera, and the normalised state."""
-    if encoder is None:
-        pooled = csp.prefix_features(cache, image_grid)
-    else:
-        missing = [k for k in image_keys(csp) if k not in batch]
-        if missing:
-            raise KeyError(f"the observation encoder needs the policy's cameras; the batch lacks {missing}")
-        pooled = encoder([batch[k] for k in image_keys(csp)], image_grid)
-    return torch.cat([pooled.to(batch["observation.state"].device), batch["observation.state"].float()], dim=-1)
-
-
-@torch.no_grad()
-def encode(csp: CSPPolicy, batch: dict, image_grid: int = 1, encoder: ObservationEncoder | None = None) -> tuple:
-    """(clean prefix cache, RL observation features) of a preprocessed batch: the VLA's one vision
-    pass (and the separate encoder's, when there is one)."""
-    cache = csp.encode_prefix(batch)
-    return cache, observation_features(csp, cache, batch, image_grid, encoder)
 
 
 def random_heads(

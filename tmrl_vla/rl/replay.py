@@ -58,6 +58,10 @@ class ReplayBuffer:
         self.size = min(self.size + b, self.capacity)
         self.total_added += b
 
+    def add_rows(self, rows: dict) -> None:
+        """Add the rows an :class:`~tmrl_vla.rl.nstep.NStepReturns` emits (its ``env`` column is ignored)."""
+        self.add(rows["obs"], rows["actions"], rows["reward"], rows["done"], rows["next_obs"], rows["steps"])
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
@@ -128,3 +132,44 @@ class MixedReplay:
         a = self.main.sample(batch_size - half, generator)
         b = self.success.sample(half, generator)
         return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+class SuccessfulEpisodes:
+    """Holds each env's replay rows until its episode ends; a successful episode's rows are copied
+    into ``buffer`` (the success buffer of :class:`MixedReplay`, or the self-imitation data).
+
+    Rows come from :class:`~tmrl_vla.rl.nstep.NStepReturns`, which emits every row of an ended
+    episode at its end, so an episode is complete here when its end is seen. Open episodes are not
+    checkpointed: after a resume the interrupted ones can no longer count.
+    """
+
+    def __init__(self, buffer: ReplayBuffer, num_envs: int) -> None:
+        self.buffer = buffer
+        self.open: list[list[dict]] = [[] for _ in range(num_envs)]
+
+    def observe(self, rows: dict | None, episode_end: torch.Tensor, success: torch.Tensor, env_index: torch.Tensor):
+        """``rows``: the rows that left the n-step stage this decision (or None); the other arguments
+        are the decision's per-env flags (b,) and env indices (b,)."""
+        if rows is not None:
+            for k, env in enumerate(rows["env"].tolist()):
+                self.open[env].append({key: _row(value, k) for key, value in rows.items() if key != "env"})
+        for row in torch.nonzero(episode_end).flatten().tolist():
+            episode = self.open[int(env_index[row])]
+            if success[row] and episode:
+                self.buffer.add_rows(_stack_rows(episode))
+            episode.clear()
+
+
+def _row(value, k: int):
+    return {h: a[k] for h, a in value.items()} if isinstance(value, dict) else value[k]
+
+
+def _stack_rows(rows: list[dict]) -> dict:
+    return {
+        key: (
+            {h: torch.stack([r[key][h] for r in rows]) for h in rows[0][key]}
+            if isinstance(rows[0][key], dict)
+            else torch.stack([r[key] for r in rows])
+        )
+        for key in rows[0]
+    }

@@ -1,23 +1,17 @@
-"""LeRobot's own simulated envs, behind our env registry (``--env.type=pusht`` and friends).
+"""LeRobot's own simulated envs behind our env registry (``--env.type=pusht`` and friends).
 
-Two entries:
+``make_env("lerobot", env_type="pusht", **config_overrides)`` builds LeRobot's ``EnvConfig``
+subclass for ``env_type`` through LeRobot's own config registry, builds *one* gymnasium env from it
+(LeRobot only hands out vector envs) and wraps it in :class:`LeRobotEnvAdapter`, which renames
+observations to the names LeRobot policies expect.
 
-* ``"lerobot"``: ``make_env("lerobot", env_type="pusht", **config_overrides)`` builds LeRobot's
-  ``EnvConfig`` subclass for ``env_type`` through LeRobot's own config registry, builds *one*
-  gymnasium env from it (LeRobot only hands out vector envs) and wraps it in
-  :class:`LeRobotEnvAdapter`, which renames observations to the names LeRobot policies expect.
-* ``"gym_hil_pick_cube"``: gym-hil's Panda pick-cube, built through the same path (LeRobot's
-  ``gym_manipulator`` config with ``name="gym_hil"``) and then made fast enough to train on a CPU
-  (:func:`apply_fast_rendering`) and repeatable (:class:`GlobalNumpySeedWrapper`).
+Env types whose single env this module cannot build the generic way register a builder in
+:data:`SINGLE_ENV_BUILDERS` (``gym_manipulator``, i.e. gym-hil, does so in
+:mod:`tmrl_vla.envs.gym_hil`). That keeps the dependency one-way: the gym-hil module imports this
+one, never the reverse.
 
-Why gym-hil is not built with LeRobot's ``make_robot_env``: that function needs no teleop device for
-gym-hil, but it hard-codes gym-hil's kwargs, so every ``reset`` sleeps gym-hil's default 1 s
-(``reset_delay_seconds``), the cube never moves (``random_block_position`` stays False, so the image
-carries no information) and the image size cannot be chosen. We read the same config (task, gripper
-settings) and call gym-hil's gym id ourselves with those kwargs exposed.
-
-LeRobot and gym-hil are imported inside the factories: ``lerobot.envs.configs`` pulls in torch and
-LeRobot's processor stack (seconds), which ``import tmrl_vla.envs`` must not pay.
+LeRobot is imported inside the functions: ``lerobot.envs.configs`` pulls in torch and LeRobot's
+processor stack (seconds), which ``import tmrl_vla.envs`` must not pay.
 """
 
 from __future__ import annotations
@@ -26,16 +20,16 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-import tmrl_vla.envs.headless  # noqa: F401  (before the lazy mujoco/gym-hil imports below)
+import tmrl_vla.envs.headless  # noqa: F401  (before the lazy mujoco imports of LeRobot's simulators)
 from tmrl_vla.envs.registry import ENVS
-from tmrl_vla.registry import UnknownNameError
+from tmrl_vla.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
     from lerobot.envs.configs import EnvConfig
@@ -43,7 +37,6 @@ if TYPE_CHECKING:
 OBS_STATE = "observation.state"
 OBS_IMAGES_PREFIX = "observation.images."
 DEFAULT_TASK = "complete the task"
-GYM_HIL_PICK_CUBE_TASK = "pick up the cube"
 
 # pip extras of lerobot 0.6.x that install an env type's simulator. Types missing here have no
 # extra (LeRobot installs them from git or Docker images), so the error says that instead.
@@ -58,6 +51,11 @@ PIP_EXTRAS: dict[str, str] = {
 # Keys under which envs report success in ``info``; LeRobot's evaluation reads ``is_success``,
 # gym-hil reports ``succeed``.
 _SUCCESS_KEYS = ("is_success", "succeed", "success")
+
+# LeRobot env type -> f(config, gym_kwargs) -> one gymnasium env, for types that neither
+# ``gym.make(config.gym_id)`` nor the config's ``create_envs`` builds the way we need.
+SingleEnvBuilder = Callable[["EnvConfig", dict[str, Any]], gym.Env]
+SINGLE_ENV_BUILDERS: Registry[SingleEnvBuilder] = Registry("LeRobot single-env builder")
 
 
 class MissingEnvPackageError(ImportError):
@@ -75,7 +73,7 @@ def missing_package_error(env_type: str, package: str) -> MissingEnvPackageError
     )
 
 
-def _unknown(kind: str, name: str, known: list[str]) -> UnknownNameError:
+def unknown_name_error(kind: str, name: str, known: list[str]) -> UnknownNameError:
     """The same message shape as :meth:`tmrl_vla.registry.Registry.get`, for names we do not own."""
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -101,12 +99,12 @@ def make_lerobot_env_config(env_type: str, **overrides: Any) -> EnvConfig:
 
     known = sorted(EnvConfig.get_known_choices())
     if env_type not in known:
-        raise _unknown("LeRobot env type", env_type, known)
+        raise unknown_name_error("LeRobot env type", env_type, known)
     cls = EnvConfig.get_choice_class(env_type)
     field_names = sorted(f.name for f in dataclasses.fields(cls) if f.init)
     for key in overrides:
         if key not in field_names:
-            raise _unknown(f"{env_type} config field", key, field_names)
+            raise unknown_name_error(f"{env_type} config field", key, field_names)
     return cls(**overrides)
 
 
@@ -278,16 +276,18 @@ class LeRobotEnvAdapter(gym.Wrapper):
 # --------------------------------------------------------------------------------- building
 def _single_env(cfg: EnvConfig, gym_kwargs: dict[str, Any], suite: str | None, task_id: int) -> gym.Env:
     """One gymnasium env for ``cfg``, the way LeRobot's ``make_env`` would build each vector slot."""
-    from lerobot.envs.configs import EnvConfig, HILSerlRobotEnvConfig, HubEnvConfig
+    from lerobot.envs.configs import EnvConfig, HubEnvConfig
 
     if isinstance(cfg, HubEnvConfig):
         raise ValueError(
             f"LeRobot env type {cfg.type!r} downloads and runs code from the Hugging Face Hub; tmrl_vla does "
             "not fetch code from the Hub. Build it with lerobot.envs.factory.make_env and wrap one of its "
-            "envs in tmrl_vla.envs.lerobot_envs.LeRobotEnvAdapter."
+            "envs in tmrl_vla.envs.lerobot_adapter.LeRobotEnvAdapter."
         )
-    if isinstance(cfg, HILSerlRobotEnvConfig):
-        return _gym_hil_env(cfg, gym_kwargs)
+    if cfg.type in SINGLE_ENV_BUILDERS:
+        # Registered by the modules that know such types; importing this module runs
+        # tmrl_vla/envs/__init__.py first, which imports them all, so none is missing here.
+        return SINGLE_ENV_BUILDERS.get(cfg.type)(cfg, gym_kwargs)
 
     if type(cfg).create_envs is EnvConfig.create_envs:
         # Single-task envs: LeRobot's default create_envs is gym.make(gym_id, **gym_kwargs) per slot.
@@ -303,7 +303,7 @@ def _single_env(cfg: EnvConfig, gym_kwargs: dict[str, Any], suite: str | None, t
             if cfg.gym_id not in registry:
                 prefix = cfg.package_name + "/"
                 ids = sorted(i.removeprefix(prefix) for i in registry if i.startswith(prefix))
-                raise _unknown(f"{cfg.type} task", str(cfg.task), ids)
+                raise unknown_name_error(f"{cfg.type} task", str(cfg.task), ids)
         kwargs = {**cfg.gym_kwargs, **gym_kwargs}
         return gym.make(cfg.gym_id, disable_env_checker=cfg.disable_env_checker, **kwargs)
 
@@ -319,9 +319,9 @@ def _single_env(cfg: EnvConfig, gym_kwargs: dict[str, Any], suite: str | None, t
     chosen = None
     try:
         if suite not in suites:
-            raise _unknown(f"{cfg.type} suite", suite, sorted(suites))
+            raise unknown_name_error(f"{cfg.type} suite", suite, sorted(suites))
         if task_id not in suites[suite]:
-            raise _unknown(f"{suite} task id", str(task_id), [str(i) for i in sorted(suites[suite])])
+            raise unknown_name_error(f"{suite} task id", str(task_id), [str(i) for i in sorted(suites[suite])])
         if not hasattr(suites[suite][task_id], "envs"):
             kind = type(suites[suite][task_id]).__name__
             raise TypeError(f"{cfg.type}.create_envs returned {kind}, not a SyncVectorEnv")
@@ -332,35 +332,6 @@ def _single_env(cfg: EnvConfig, gym_kwargs: dict[str, Any], suite: str | None, t
             for vec in tasks.values():
                 if vec is not chosen:
                     vec.close()
-
-
-def _gym_hil_env(cfg: Any, gym_kwargs: dict[str, Any]) -> gym.Env:
-    """gym-hil through LeRobot's ``gym_manipulator`` config, with the kwargs LeRobot hard-codes freed."""
-    if cfg.name != "gym_hil":
-        raise ValueError(
-            f"gym_manipulator env {cfg.name!r} drives a real robot (it needs a robot and a teleop device); "
-            "only name='gym_hil' is a simulator (through make_env: config={'name': 'gym_hil', 'task': "
-            "'PandaPickCube-v0'}). Use tmrl_vla's robot integrations for hardware."
-        )
-    if importlib.util.find_spec("gym_hil") is None:
-        raise missing_package_error("gym_manipulator", "gym_hil")
-    import gym_hil  # noqa: F401  (registers the gym_hil/* ids)
-    from gymnasium.envs.registration import registry
-
-    ids = sorted(i.removeprefix("gym_hil/") for i in registry if i.startswith("gym_hil/"))
-    if cfg.task is None or f"gym_hil/{cfg.task}" not in registry:
-        raise _unknown("gym_hil task", str(cfg.task), ids)
-    gripper = cfg.processor.gripper
-    kwargs: dict[str, Any] = {
-        "image_obs": True,
-        "render_mode": "rgb_array",
-        "use_gripper": gripper.use_gripper if gripper is not None else True,
-        "gripper_penalty": gripper.gripper_penalty if gripper is not None else 0.0,
-        "reset_delay_seconds": 0.0,  # gym-hil sleeps this long in every reset, for human operators
-        **gym_kwargs,
-    }
-    env = gym.make(f"gym_hil/{cfg.task}", disable_env_checker=cfg.disable_env_checker, **kwargs)
-    return GlobalNumpySeedWrapper(env)
 
 
 @ENVS.register("lerobot")
@@ -380,9 +351,9 @@ def make_lerobot_env(
     ...); ``config`` takes them as a mapping too, for fields whose names are taken by a parameter
     here or by ``make_env(name, ...)`` itself: gym_manipulator's ``name`` must be passed as
     ``config={"name": "gym_hil"}``. ``gym_kwargs`` are merged over the config's own for envs built
-    with ``gym.make`` (and gym-hil). Multi-task benchmarks build every task of the chosen suite and
-    keep ``task_id`` of ``suite`` (default: the first suite). ``instruction`` overrides the language
-    instruction.
+    with ``gym.make`` and for types with a builder in :data:`SINGLE_ENV_BUILDERS` (gym-hil).
+    Multi-task benchmarks build every task of the chosen suite and keep ``task_id`` of ``suite``
+    (default: the first suite). ``instruction`` overrides the language instruction.
 
     Raises :class:`MissingEnvPackageError` (an ImportError naming the pip extra) when the simulator is
     not installed, and :class:`~tmrl_vla.registry.UnknownNameError` listing LeRobot's env types for an
@@ -391,135 +362,3 @@ def make_lerobot_env(
     cfg = make_lerobot_env_config(env_type, **{**(config or {}), **config_overrides})
     env = _single_env(cfg, dict(gym_kwargs or {}), suite, task_id)
     return LeRobotEnvAdapter(env, cfg.features_map, instruction=instruction, config_task=cfg.task)
-
-
-# ---------------------------------------------------------------------------------- gym-hil
-class GlobalNumpySeedWrapper(gym.Wrapper):
-    """Makes envs that sample from numpy's *global* RNG in ``reset`` repeatable under ``reset(seed=...)``.
-
-    gym-hil places the cube with ``np.random.uniform``, ignoring the seed gymnasium passes it, so two
-    resets with the same seed give different cubes. This wrapper keeps a private ``RandomState``,
-    seeded from ``reset(seed=...)`` exactly as ``np.random.seed(seed)`` would seed the global one,
-    swaps it in as the global state for the duration of the inner ``reset`` and swaps the caller's
-    global state back afterwards. So: the same seed gives the same episode, unseeded resets continue
-    the seeded sequence (gymnasium's convention), and nobody else's use of ``np.random`` is disturbed
-    or disturbs us. Not thread-safe: another thread drawing from ``np.random`` during a reset would
-    draw from the episode stream.
-    """
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self._episode_rng: np.random.RandomState | None = None
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        if seed is not None:
-            self._episode_rng = np.random.RandomState(seed)
-        elif self._episode_rng is None:
-            self._episode_rng = np.random.RandomState()  # fresh OS entropy, like an unseeded gym env
-        callers_state = np.random.get_state()
-        np.random.set_state(self._episode_rng.get_state())
-        try:
-            return self.env.reset(seed=seed, options=options)
-        finally:
-            self._episode_rng.set_state(np.random.get_state())
-            np.random.set_state(callers_state)
-
-
-def apply_fast_rendering(base_env: Any) -> None:
-    """Make gym-hil render ~10x faster in software GL, by editing its loaded ``MjModel``.
-
-    Stock, each step renders two 128x128 cameras of a ~198k-triangle scene with 8x multisampling
-    and two shadow-casting lights, i.e. three passes over the meshes per camera: about 1 step/s on
-    llvmpipe. Here: no shadow maps (``shadowsize=0`` and the scene's shadow flag), no multisampling
-    (``offsamples=0``), no reflections (material reflectance and the scene flag). Both lights stay:
-    dropping one measured no faster and would darken the scene further.
-
-    ``shadowsize`` and ``offsamples`` size the GL context's framebuffers, which gym-hil creates in
-    its constructor, so the renderer is closed and recreated after the model is changed. Frames
-    differ from stock gym-hil (no shadows, aliased edges): a policy trained on stock frames sees a
-    small visual shift. Relies on gym-hil 0.1.x's ``_viewer``/``_render_specs`` attributes.
-    """
-    import mujoco
-
-    if not (hasattr(base_env, "_viewer") and hasattr(base_env, "_render_specs")):
-        raise TypeError(f"{type(base_env).__name__} is not a gym-hil 0.1.x MuJoCo env (no _viewer/_render_specs)")
-    model = base_env.model
-    model.vis.quality.shadowsize = 0
-    model.vis.quality.offsamples = 0
-    model.mat_reflectance[:] = 0.0
-    if base_env._viewer is not None:
-        base_env._viewer.close()
-    spec = base_env._render_specs
-    renderer = mujoco.Renderer(model, height=spec.height, width=spec.width)
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-    base_env._viewer = renderer
-
-
-@ENVS.register("gym_hil_pick_cube")
-def make_gym_hil_pick_cube(
-    image_size: int = 128,
-    random_block_position: bool = True,
-    fast_render: bool = True,
-    instruction: str = GYM_HIL_PICK_CUBE_TASK,
-    **gym_kwargs: Any,
-) -> LeRobotEnvAdapter:
-    """gym-hil's Panda pick-cube (the second pick task), via LeRobot's ``gym_manipulator`` config.
-
-    Observations: ``observation.images.front`` and ``observation.images.wrist`` (``image_size``
-    squared), ``observation.state`` (18: 7 joint positions, 7 joint velocities, gripper command,
-    fingertip xyz), the names LeRobot's gym-hil pipeline and datasets use. Actions: 4 values, end-effector
-    displacement in [-1, 1]^3 and a gripper command in [0, 2] (1 keeps it, 0 closes, 2 opens). 10 Hz,
-    at most 100 steps; success is lifting the cube 10 cm.
-
-    The cube is placed at random by default (gym-hil's default is a fixed spot, which a policy can
-    solve blind). Episodes are repeatable under ``reset(seed=...)`` (:class:`GlobalNumpySeedWrapper`).
-    ``fast_render`` applies :func:`apply_fast_rendering`. Other ``gym_kwargs`` go to gym-hil
-    (``reward_type="dense"``, ``gripper_penalty``, ``ee_step_size``, ...).
-    """
-    from gym_hil import GymRenderingSpec
-
-    env = make_lerobot_env(
-        "gym_manipulator",
-        name="gym_hil",
-        task="PandaPickCube-v0",
-        fps=10,  # gym-hil's control_dt is 0.1 s
-        instruction=instruction,
-        gym_kwargs={
-            "render_spec": GymRenderingSpec(height=image_size, width=image_size),
-            "random_block_position": random_block_position,
-            **gym_kwargs,
-        },
-    )
-    if fast_render:
-        apply_fast_rendering(env.unwrapped)
-    return env
-
-
-def cube_position(env: gym.Env) -> np.ndarray:
-    """gym-hil's cube position (privileged state, for tests and scripted experts)."""
-    return np.array(env.unwrapped.data.sensor("block_pos").data, dtype=np.float64)
-
-
-def benchmark_gym_hil_pick_cube(steps: int = 50, image_size: int = 128) -> dict[bool, float]:
-    """Env steps/s of gym_hil_pick_cube with stock (``False``) and fixed (``True``) rendering.
-
-    Run as ``python -c "from tmrl_vla.envs.lerobot_envs import benchmark_gym_hil_pick_cube as b; b()"``.
-    Stock rendering is timed over a tenth of ``steps``: it runs at about one step per second.
-    """
-    import time
-
-    rates: dict[bool, float] = {}
-    for fast in (False, True):
-        env = make_gym_hil_pick_cube(image_size=image_size, fast_render=fast)
-        env.reset(seed=0)
-        hold = np.array([0.0, 0.0, 0.0, 1.0], np.float32)
-        env.step(hold)  # warm-up: the first frame compiles shaders
-        n = steps if fast else max(3, steps // 10)
-        start = time.perf_counter()
-        for _ in range(n):
-            env.step(hold)
-        rates[fast] = n / (time.perf_counter() - start)
-        print(f"gym_hil_pick_cube {image_size}x{image_size} fast_render={fast}: {rates[fast]:.1f} steps/s ({n} steps)")
-        env.close()
-    return rates

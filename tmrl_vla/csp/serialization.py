@@ -1,0 +1,142 @@
+"""Saving, loading and pushing CSP adapters, apart from the wrapper that runs them.
+
+An adapter directory is a plain PEFT adapter (``adapter_config.json``, ``adapter_model.safetensors``:
+stock PEFT, and LeRobot's PEFT loading, run it as a LoRA policy, which is the CSP policy at
+sigma = 0) plus ``csp_sigma_embedding.safetensors``, ``csp_config.json`` (the CSP config, the base
+policy's type and weights hash, library versions) and a model card. The base is identified by a
+hash of its weights, not by its path, so an adapter loaded onto another base fails with a message
+naming both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
+
+if TYPE_CHECKING:
+    from tmrl_vla.csp.policy import CSPPolicy
+
+CSP_CONFIG_FILE = "csp_config.json"
+SIGMA_EMBEDDING_FILE = "csp_sigma_embedding.safetensors"
+FORMAT_VERSION = 1
+
+
+def weights_hash(module: nn.Module) -> str:
+    """A content hash of a module's weights: identifies a base model independently of its path."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def name_or_path(policy: nn.Module) -> str:
+    """Where a policy was loaded from, as far as it knows."""
+    config = getattr(policy, "config", None)
+    return str(
+        getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None) or "<in-memory policy>"
+    )
+
+
+def read_adapter_config(path: Path) -> dict:
+    """``csp_config.json`` of an adapter directory, or a clear error if it is not one."""
+    meta_file = path / CSP_CONFIG_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{path} is not a CSP adapter: {CSP_CONFIG_FILE} is missing")
+    return json.loads(meta_file.read_text())
+
+
+def load_adapter(cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Module, is_trainable: bool) -> CSPPolicy:
+    """Build ``cls`` from an adapter directory or Hub repo id on ``base`` (checked by weights hash)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from tmrl_vla.backends import backend_for
+
+    path = resolve_dir(path_or_repo_id)
+    meta = read_adapter_config(path)
+    recorded = meta["base_model"]
+    backend = backend_for(base)
+    base_hash = weights_hash(base)
+    if recorded.get("weights_hash") != base_hash or recorded.get("policy_type") != base.config.type:
+        raise ValueError(
+            f"CSP adapter {path} was trained on base {recorded.get('name_or_path')!r} "
+            f"({recorded.get('policy_type')}, weights {recorded.get('weights_hash')}), but it is being loaded onto "
+            f"{name_or_path(base)!r} ({base.config.type}, weights {base_hash}). Load it onto the base it was "
+            "trained on."
+        )
+    for p in base.parameters():
+        p.requires_grad_(False)
+    peft_model = PeftModel.from_pretrained(base, path, is_trainable=is_trainable)
+    csp = cls(peft_model, CSPConfig.from_dict(meta["csp"]), backend, base_hash)
+    csp.sigma_embedding.load_state_dict(load_file(path / SIGMA_EMBEDDING_FILE))
+    csp.sigma_embedding.weight.requires_grad_(is_trainable)
+    return csp
+
+
+def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None = None) -> Path:
+    """Write the PEFT files, the sigma embedding, ``csp_config.json`` and the card into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with csp.lora_wrappers_in_place():  # while merged, the LoRA weights live in the swapped-out wrappers
+        csp.peft_model.save_pretrained(directory)
+    state = {k: v.contiguous() for k, v in csp.sigma_embedding.state_dict().items()}
+    save_file(state, directory / SIGMA_EMBEDDING_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "csp": csp.config.to_dict(),
+        "base_model": {
+            "name_or_path": name_or_path(csp.base_policy),
+            "policy_type": csp.base_policy.config.type,
+            "weights_hash": csp.base_hash,
+        },
+        "versions": library_versions(),
+    }
+    (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_adapter_card(directory, meta, repo_id=repo_id)
+    return directory
+
+
+def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> None:
+    """Fill ``hub_cards/csp_adapter.md`` from ``meta`` into the directory's README (kept outside our section)."""
+    c = CSPConfig.from_dict(meta["csp"])
+    segments = [s for s in ("image", "language", "state") if getattr(c, f"noise_{s}")]
+    scale = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c.segment_scale.items()))
+    section = render_card(
+        "csp_adapter.md",
+        policy_type=meta["base_model"]["policy_type"],
+        base_model=meta["base_model"]["name_or_path"],
+        weights_hash=meta["base_model"]["weights_hash"],
+        repo_id=repo_id or str(directory),
+        beta_start=c.beta_start,
+        beta_end=c.beta_end,
+        num_timesteps=c.num_timesteps,
+        segments=", ".join(segments),
+        noise_scale=c.noise_scale,
+        segment_scale=f"(token RMS: {scale})" if scale else "",
+        context_noise=c.context_noise,
+        lora_r=c.lora_r,
+        lora_alpha=c.lora_alpha,
+        versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+    )
+    update_card(directory / "README.md", section)
+
+
+def push_adapter(csp: CSPPolicy, repo_id: str, *, private: bool | None = None) -> str:
+    """Upload the adapter directory (with its card) to the Hugging Face Hub as one commit."""
+    return push_to_hub(
+        lambda folder: save_adapter(csp, folder, repo_id=repo_id),
+        repo_id,
+        private=private,
+        message="Upload CSP adapter",
+    )

@@ -1,0 +1,160 @@
+"""Configuration of TMRL and DSRL, one dataclass per concern.
+
+* :class:`AgentConfig`: the high-level agent itself (which heads it steers, how its chunks run, its
+  networks). Saved with every trained agent.
+* :class:`ObservationConfig`: what the agent and its critics observe. Saved with every agent.
+* :class:`SACConfig`: how the agent learns (TD targets, update counts, exploration, replay).
+  Saved with every agent, so training can continue and analyses can sample it as it was trained.
+* :class:`TMRLConfig`: one run: the three above plus the run's own settings (envs, length,
+  cadence, seed). Saved beside every checkpoint; a run resumes only under the same settings.
+
+On the command line (``recipes/finetune_pick.py``) they are ``--rl.agent.*``, ``--rl.observation.*``,
+``--rl.sac.*`` and ``--rl.*``. Every field is listed in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+HEADS = ("z", "y", "eps_c")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    # "tmrl": steer the frozen CSP policy's initial noise z and sigma (and optionally eps_c);
+    # "dsrl": the baseline, z only, on the plain BC policy (Wagenmaker et al. 2025).
+    kind: Literal["tmrl", "dsrl"] = "tmrl"
+    # Heads a TMRL agent learns; None = all three (z, y, eps_c). Without "eps_c" the CSP policy draws
+    # its context noise i.i.d. per token, as in CSP training. DSRL always has only "z".
+    heads: tuple[str, ...] | None = None
+    # Actions of each sampled chunk executed before the next decision (the paper's 5).
+    n_exec: int = 5
+    # z in [-1, 1] is multiplied by this before it becomes the flow's initial noise.
+    z_scale: float = 1.0
+    # Width of every hidden layer of the actor and of each critic.
+    hidden: int = 256
+    # Critics in the ensemble (the paper: 5, 10 for LIBERO).
+    num_critics: int = 5
+    # SAC temperature at the start, per head. Rewards are 0/1 per episode, so Q lies in [0, 1]: an
+    # entropy bonus weighted 1.0 swamps it and the actor only spreads out (measured: no learning in
+    # 150 decisions); a small start lets the critic matter from the first updates.
+    init_temperature: float = 0.05
+    # Target entropy per head (e.g. {"eps_c": -10}); heads not named use -dim(head).
+    target_entropy: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def active_heads(self) -> tuple[str, ...]:
+        """The heads this agent actually has."""
+        if self.kind == "dsrl":
+            return ("z",)
+        return tuple(self.heads) if self.heads else HEADS
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tmrl", "dsrl"):
+            raise ValueError(f"agent kind must be 'tmrl' or 'dsrl', got {self.kind!r}")
+        unknown = set(self.heads or ()) - set(HEADS)
+        if unknown:
+            raise ValueError(
+                f"heads names unknown heads {sorted(unknown)} in {self.heads}; the heads are z, y and eps_c "
+                "(on the command line: --rl.agent.heads=[z,y])"
+            )
+        if self.heads is not None and ("z" not in self.heads or "y" not in self.heads):
+            raise ValueError(f"TMRL needs the 'z' and 'y' heads (eps_c is optional), got {self.heads}")
+        if self.n_exec < 1 or self.hidden < 1 or self.num_critics < 1:
+            raise ValueError("n_exec, hidden and num_critics must be >= 1")
+        if self.init_temperature <= 0:
+            raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
+
+
+@dataclass(frozen=True)
+class ObservationConfig:
+    # Image tokens in the observation: 1 = their mean; g = averaged on a g x g grid per camera
+    # (keeps coarse position, which the mean loses).
+    image_grid: int = 1
+    # A separate frozen vision model (path or Hub repo id of a ViT-style transformers model with an
+    # image processor, e.g. facebook/dinov2-with-registers-small, as in the reference code): its patch
+    # tokens pooled on the same grid replace the VLA's pooled prefix. None: the VLA's own prefix.
+    encoder: str | None = None
+    # Normalise the observation with statistics frozen at the end of the warm-up (rl.normalize).
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_grid < 1:
+            raise ValueError(f"image_grid must be >= 1, got {self.image_grid}")
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    gamma: float = 0.99  # discount per decision (one action chunk)
+    tau: float = 0.005  # Polyak step of the target critics after each critic update
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the critics
+    temperature_lr: float = 3e-4  # Adam learning rate of every head's log temperature
+    batch_size: int = 256  # transitions per update
+    utd: int = 20  # critic updates per actor update (the paper's 20 for VLAs)
+    # Actor updates (each after `utd` critic updates) per collected decision batch.
+    updates_per_decision: int = 1
+    # Decisions with uniform random heads before any update.
+    warmup_decisions: int = 25
+    # Decisions per TD target (tmrl_vla.rl.nstep): 1 is one-step SAC.
+    n_step: int = 1
+    # "decision": fresh exploration noise for every head at every decision (SAC as usual);
+    # "episode": each env holds its heads' noise (and its warm-up draws) for a whole episode.
+    exploration: Literal["decision", "episode"] = "decision"
+    replay_capacity: int = 100_000  # transitions per process
+    # Keep successful episodes' transitions in a second buffer and sample batches 50/50 from both.
+    success_buffer: bool = False
+    # Whether -alpha log pi(a'|s') enters the TD target. The reference TMRL code computes it and
+    # drops it, and so do we: with all three heads the eps_c head alone has ~65 nats of entropy, so
+    # at alpha ~0.04 the bonus is worth ~2.7 per decision against rewards of at most 1 per episode.
+    # Measured (the recipe's earlier preset, all three heads, seed 0, 300 decisions): with it, Q
+    # read 10.7, 25.4, 39.2, 51.8, 63.4 at decisions 51-251 and 72.9 at 300; without, 0.02.
+    # Successes 22/128 vs 20/124 episodes.
+    entropy_backup: bool = False
+    # The TD target takes the min over this many target critics drawn at random per update (REDQ,
+    # Chen et al. 2021); None takes the min over all N. With 0/1 rewards the min over all five
+    # drifted every Q below zero (-0.75 after 150 decisions on the pick task, rewards never negative).
+    target_subset: int | None = 2
+    # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
+    # of the agent's own successful episodes (kept by the trainer; 0 turns it off).
+    imitation_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
+            raise ValueError("gamma and tau must lie in (0, 1]")
+        if self.target_subset is not None and self.target_subset < 1:
+            raise ValueError("target_subset must be >= 1 or None")
+        if min(self.utd, self.batch_size, self.n_step, self.replay_capacity) < 1:
+            raise ValueError("utd, batch_size, n_step and replay_capacity must be >= 1")
+        if min(self.warmup_decisions, self.updates_per_decision) < 0:
+            raise ValueError("warmup_decisions and updates_per_decision must be >= 0")
+        if self.imitation_weight < 0:
+            raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
+        if self.exploration not in ("decision", "episode"):
+            raise ValueError(f"exploration must be 'decision' or 'episode', got {self.exploration!r}")
+
+    @property
+    def keeps_successes(self) -> bool:
+        """Whether the trainer must keep successful episodes (success buffer or self-imitation)."""
+        return self.success_buffer or self.imitation_weight > 0
+
+
+@dataclass(frozen=True)
+class TMRLConfig:
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    observation: ObservationConfig = field(default_factory=ObservationConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    num_envs: int = 8  # envs per process
+    total_decisions: int = 2000  # decision steps (each one decision in every env of every process)
+    eval_every: int = 100  # decisions between evaluations of the deterministic agent (rank 0)
+    eval_episodes: int = 20  # episodes per evaluation, from the same initial states every time
+    save_every: int = 100  # decisions between checkpoints
+    seed: int = 0  # fixes the agent's initial weights, the episodes' seeds and every random draw
+    success_window: int = 50  # training episodes in the rolling success rate (all processes together)
+
+    def __post_init__(self) -> None:
+        if min(self.num_envs, self.total_decisions, self.eval_every, self.save_every, self.success_window) < 1:
+            raise ValueError("num_envs, total_decisions, eval_every, save_every and success_window must be >= 1")
+        if self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")

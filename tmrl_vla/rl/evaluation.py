@@ -1,0 +1,127 @@
+"""Evaluating a high-level agent: one collector factory, fixed shares of episodes, fixed initial states.
+
+Every evaluation of every agent starts from the same initial states (``seeding="per_env"``: env i's
+k-th episode gets the seed ``EVAL_SEED + k * num_envs + i``), so two readings, or two agents, differ
+only by the policy; and each env plays a fixed share of the episodes and then retires, because the
+first N endings over all envs are biased towards short episodes, which on tasks where success ends
+an episode are successes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.envs.batched import BatchedEnv
+from tmrl_vla.rl.collector import DecisionCollector
+from tmrl_vla.rl.config import AgentConfig, ObservationConfig
+from tmrl_vla.rl.encoder import ObservationEncoder
+
+EVAL_SEED = 4_000_000_000  # evaluation episodes' seeds start here, far from every training seed
+
+
+def make_collector(
+    envs: BatchedEnv,
+    csp: CSPPolicy,
+    actor,
+    preprocessor,
+    postprocessor,
+    *,
+    agent: AgentConfig,
+    observation: ObservationConfig,
+    encoder: ObservationEncoder | None = None,
+    seed: int = 0,
+    exploration: str = "decision",
+    seeding: str = "stream",
+) -> DecisionCollector:
+    """The one way a :class:`DecisionCollector` is built from an agent's configs (training,
+    evaluation, analysis scripts). ``actor``: anything with the actor's ``sample`` and ``config``."""
+    return DecisionCollector(
+        envs,
+        csp,
+        actor,
+        preprocessor,
+        postprocessor,
+        n_exec=agent.n_exec,
+        z_scale=agent.z_scale,
+        seed=seed,
+        image_grid=observation.image_grid,
+        exploration=exploration,
+        encoder=encoder,
+        seeding=seeding,
+    )
+
+
+def episode_shares(episodes: int, num_envs: int) -> torch.Tensor:
+    """``episodes`` split as evenly as possible over ``num_envs`` envs (the first ones take the rest)."""
+    return torch.tensor([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+
+
+@torch.no_grad()
+def evaluate(
+    make_env: Callable[[], gym.Env],
+    csp: CSPPolicy,
+    actor,
+    preprocessor,
+    postprocessor,
+    *,
+    agent: AgentConfig,
+    observation: ObservationConfig,
+    encoder: ObservationEncoder | None,
+    episodes: int,
+    num_envs: int,
+) -> float:
+    """Success rate of the deterministic ``actor`` over ``episodes`` episodes from the fixed
+    evaluation states, on at most ``num_envs`` fresh envs."""
+    envs = BatchedEnv(make_env, min(num_envs, episodes))
+    try:
+        collector = make_collector(
+            envs,
+            csp,
+            actor,
+            preprocessor,
+            postprocessor,
+            agent=agent,
+            observation=observation,
+            encoder=encoder,
+            seed=EVAL_SEED,
+            seeding="per_env",
+        )
+        wins = play_episodes(collector, episode_shares(episodes, envs.num_envs), deterministic=True)
+    finally:
+        envs.close()
+    return wins / episodes
+
+
+def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False) -> int:
+    """Reset ``collector`` and step it until env i has ended ``per_env[i]`` episodes; returns the
+    successes among them. An env retires once it has played its share, so no time goes on episodes
+    that would not count.
+
+    A fixed share per env, rather than the first N endings over all envs: the first endings are
+    biased towards short episodes, and on tasks where success ends an episode, those are successes.
+    With ``seeding="per_env"`` the episodes' initial states are then fixed in advance.
+    """
+    per_env = torch.as_tensor(per_env, dtype=torch.long)
+    if per_env.shape != (collector.envs.num_envs,) or (per_env < 1).any():
+        raise ValueError(
+            f"per_env needs a share >= 1 for each of the {collector.envs.num_envs} envs (use fewer envs "
+            f"for fewer episodes), got {per_env.tolist()}"
+        )
+    collector.reset()
+    played = np.zeros(len(per_env), dtype=np.int64)
+    quota = per_env.numpy()
+    wins = 0
+    while (played < quota).any():
+        collector.retire_after_episode[:] = played + 1 >= quota
+        t = collector.step(deterministic=deterministic)
+        index = t.env_index.numpy()
+        ended = t.episode_end.numpy()
+        wins += int(t.success.numpy()[ended].sum())
+        np.add.at(played, index[ended], 1)
+    collector.retire_after_episode[:] = False
+    return wins

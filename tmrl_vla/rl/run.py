@@ -1,0 +1,110 @@
+"""One RL fine-tuning run, the library's public entry point: a LeRobot policy (and its CSP adapter),
+an env spec and a config in; a trained agent, its metrics, curve and checkpoints out.
+
+    from tmrl_vla.rl.run import run_rl
+    run_rl(TMRLConfig(), policy="path/or/repo", adapter="path/or/repo", env=EnvSpec(shift="moved_camera"),
+           run_dir="outputs/mine/tmrl")
+
+The recipe (``recipes/finetune_pick.py``) and the evaluation scripts (``eval/``) all run RL through
+:func:`run_rl`, so they train exactly what a user's own call trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.envs.spec import EnvSpec
+from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
+from tmrl_vla.rl.config import TMRLConfig
+from tmrl_vla.rl.curves import episodes_to_threshold, read_metrics
+from tmrl_vla.rl.pretrained import TMRLAgent
+from tmrl_vla.rl.trainer import TMRLTrainer
+
+AGENT_DIR = "high_level_policy"
+
+
+def load_frozen_policy(policy: str, adapter: str | None = None, *, device: str = "cpu"):
+    """(csp, preprocessor, postprocessor): the frozen policy an agent steers.
+
+    With an ``adapter`` (TMRL), the CSP adapter loaded onto the policy (refused if it was trained on
+    another base) and merged; without (DSRL), the plain policy wrapped without one, which at sigma = 0
+    is exactly the policy. Merged LoRA costs nothing per call (``eval/bench_overhead.py``).
+    """
+    base, pre, post = load_lerobot_policy(policy, device=device)
+    csp = CSPPolicy.from_pretrained(adapter, base=base) if adapter is not None else CSPPolicy.from_base(base)
+    return csp.merge_adapter(), pre, post
+
+
+def run_rl(
+    config: TMRLConfig,
+    *,
+    policy: str,
+    adapter: str | None,
+    env: EnvSpec,
+    run_dir: str | Path,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fine-tune the frozen (CSP) ``policy`` with the high-level agent of ``config`` on ``env``.
+
+    TMRL needs the policy's CSP ``adapter``; DSRL takes the plain policy (``adapter`` is ignored).
+    ``resume``: continue the run in ``run_dir`` from its newest complete checkpoint; without it, a
+    ``run_dir`` that already holds a run is refused. Returns the run's summary (rank 0; the other
+    processes get the trainer's counts).
+    """
+    if config.agent.kind == "tmrl" and adapter is None:
+        raise ValueError("TMRL needs a CSP adapter for this policy: pass --csp.path (or use --agent=dsrl)")
+    csp, pre, post = load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
+    make_env = env.factory()
+    probe = make_env()  # fails early on an unknown option or shift, and checks the cameras
+    check_image_resolution(csp.base_policy.config, probe.observation_space)
+    probe.close()
+    log(
+        f"\n[{config.agent.kind}] fine-tuning on {env.label()}, "
+        f"{config.total_decisions} decisions x {config.num_envs} envs per process -> {run_dir}"
+    )
+    trainer = TMRLTrainer(
+        config,
+        csp=csp,
+        preprocessor=pre,
+        postprocessor=post,
+        make_env=make_env,
+        out_dir=run_dir,
+        resume=resume,
+        log=log,
+    )
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()
+    if not trainer.is_main:
+        return result
+    return _finish(trainer, result, policy=policy, adapter=adapter, env=env, log=log)
+
+
+def _finish(trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, env: EnvSpec, log) -> dict:
+    """Save the agent with its card and summarise the run."""
+    cfg = trainer.config
+    rows = read_metrics(trainer.metrics_file)
+    evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
+    result["final_eval_success"] = evals[-1] if evals else None
+    results = {**result, "env": env.label()}
+    agent = TMRLAgent.from_trainer(trainer, base_policy=policy, csp_adapter=adapter, results=results)
+    saved = agent.save_pretrained(trainer.out_dir / AGENT_DIR)
+    result |= {
+        "episodes_to_80": episodes_to_threshold(rows, 0.8, min_episodes=cfg.success_window),
+        "metrics": str(trainer.metrics_file),
+        "learning_curve": str(trainer.out_dir / "learning_curve.png"),
+        "high_level_policy": str(saved),
+    }
+    log(
+        f"[{cfg.agent.kind}] {result['episodes']} episodes, {result['successes']} successes; "
+        f"final evaluation success {result['final_eval_success']}"
+    )
+    log(f"metrics:      {result['metrics']}")
+    log(f"curve:        {result['learning_curve']}")
+    log(f"checkpoints:  {trainer.out_dir / 'checkpoints'} (resume with --resume)")
+    log(f"high-level:   {saved}  (TMRLAgent.from_pretrained loads it)")
+    return result

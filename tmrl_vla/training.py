@@ -1,0 +1,176 @@
+"""The loop shared by the supervised trainers (:func:`~tmrl_vla.bc.train_bc`, :func:`~tmrl_vla.csp.trainer.train_csp`).
+
+:class:`SupervisedLoop` owns what both trainers do the same way and what is easy to get subtly
+wrong: resuming from ``<out>/train_state.pt`` (written atomically: ``.tmp`` then ``os.replace``),
+stopping on a non-finite loss only after saving that state, the progress bar, a ``metrics.jsonl``
+row every ``log_every`` steps, a checkpoint every ``save_every`` steps (none at the final step, where
+the trainer's own output is written instead), and removing the state file once that output exists.
+
+Why callables rather than a base class to subclass: what differs between the trainers is small and
+sits in four places, each one a plain function of the trainer's own objects: how a batch becomes a
+loss (BC augments images, CSP draws a sigma and calls a DDP-wrapped model), how the loss updates the
+weights (``loss.backward`` vs ``accelerator.backward``), what the state is (a whole model vs adapter
+weights plus every rank's RNG), and what is written at the end. Passing those in keeps each trainer
+readable top to bottom, with no hooks to look up in a parent class. The loop itself draws no random
+numbers and calls the callables in the order the trainers always did, so moving a trainer onto it
+changes none of its RNG draws, losses or weights.
+
+Several processes (accelerate): every rank runs the loop. ``get_state`` is called on every rank at
+each checkpoint, so it may be a collective (CSP gathers all ranks' RNG states); only the main
+process writes files, and ``barrier`` (``accelerator.wait_for_everyone``) keeps ranks together
+around writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tmrl_vla.rl.curves import read_metrics
+from tmrl_vla.schedules import warmup_cosine
+
+
+def _nothing() -> None:
+    return None
+
+
+def adamw_warmup_cosine(
+    params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.05
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The trainers' optimiser: AdamW, with a linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps, total_steps, min_lr_ratio)
+    )
+
+
+@dataclass
+class StepOutput:
+    """What one step's ``compute_loss`` returns."""
+
+    loss: torch.Tensor  # scalar loss of this step's batch; checked for NaN/inf before the update
+    metrics: Callable[[], dict[str, float]] = dict  # extra row entries; called after the update, on logged steps only
+
+
+@dataclass
+class LoopResult:
+    losses: list[float]  # the loss of every step run by this call (steps before a resume are not included)
+    seconds: float  # wall time of those steps, without the final save
+
+
+@dataclass
+class SupervisedLoop:
+    """Resume, step, log and checkpoint one supervised training run (see the module docstring for why).
+
+    Use: ``loop.resume()`` where loading state is valid (before ``accelerator.prepare``), then
+    ``loop.run(compute_loss, update, lr=..., finalize=...)``. ``get_state`` returns the state to
+    save (``None`` is fine off the main process); ``set_state`` receives the dict it returned.
+    """
+
+    name: str  # metric prefix and bar label: "bc" gives rows with "bc/loss", "bc/lr" and the bar "BC"
+    out_dir: Path  # holds train_state.pt and metrics.jsonl
+    steps: int  # total steps of the run, resumed ones included
+    log_every: int  # a metrics row (and the bar's postfix) every this many steps
+    save_every: int  # a checkpoint every this many steps, except at the final step
+    get_state: Callable[[], dict | None]  # called on every rank at each checkpoint (may be a collective)
+    set_state: Callable[[dict], None]  # restores what get_state returned (on every rank)
+    is_main: bool = True  # only the main process writes files, logs and shows the bar
+    barrier: Callable[[], None] = _nothing  # waits for every rank (accelerator.wait_for_everyone)
+    progress: bool = True  # show a progress bar (on the main process)
+    log: Callable[[str], None] = print  # where the resume message goes (main process only)
+    step: int = field(default=0, init=False)  # steps done so far
+    _resumed: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "train_state.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    def resume(self) -> int:
+        """Load the state file if there is one; drop metrics rows logged after it. Returns the step."""
+        self._resumed = True
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.state_path.exists():
+            state = torch.load(self.state_path, weights_only=False, map_location="cpu")
+            self.set_state(state)
+            self.step = state["step"]
+            if self.is_main:
+                self.log(f"[{self.name}] resuming from step {self.step}")
+        if self.is_main and self.metrics_path.exists():  # rows past the checkpoint will be logged again
+            kept = [row for row in read_metrics(self.metrics_path) if row["step"] <= self.step]  # skips a torn row
+            self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        return self.step
+
+    def save(self) -> None:
+        """Write the state atomically; call it on every rank (``get_state`` may be a collective)."""
+        state = self.get_state()
+        if self.is_main:
+            tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+            torch.save({**state, "step": self.step}, tmp)
+            os.replace(tmp, self.state_path)
+        self.barrier()
+
+    def run(
+        self,
+        compute_loss: Callable[[], StepOutput],
+        update: Callable[[torch.Tensor], None],
+        *,
+        lr: Callable[[], float],
+        finalize: Callable[[], None] = _nothing,
+    ) -> LoopResult:
+        """Step until ``steps``; then, on the main process, ``finalize()`` (write the trained model)
+        and remove the state file. ``compute_loss`` draws a batch and returns its loss; ``update``
+        applies it (backward, clipping, optimiser and scheduler steps); ``lr`` is logged per row."""
+        if not self._resumed:
+            self.resume()
+        losses: list[float] = []
+        recent: list[float] = []  # losses since the last row
+        start = time.perf_counter()
+        label, disable = self.name.upper(), not (self.progress and self.is_main)
+        bar = tqdm(total=self.steps, initial=self.step, desc=label, unit="step", disable=disable)
+        while self.step < self.steps:
+            out = compute_loss()
+            if not torch.isfinite(out.loss):
+                self.save()
+                raise FloatingPointError(
+                    f"{label} loss is {out.loss.item()} at step {self.step}; state saved to {self.state_path}"
+                )
+            update(out.loss)
+            self.step += 1
+            losses.append(out.loss.item())
+            recent.append(losses[-1])
+            bar.update(1)
+            if self.step % self.log_every == 0:
+                if self.is_main:
+                    row = {"step": self.step, f"{self.name}/loss": sum(recent) / len(recent), f"{self.name}/lr": lr()}
+                    self._write_row(row | out.metrics())
+                    bar.set_postfix(loss=f"{row[f'{self.name}/loss']:.4f}")
+                recent = []
+            if self.step % self.save_every == 0 and self.step < self.steps:
+                self.save()
+        bar.close()
+        seconds = time.perf_counter() - start
+        self.barrier()
+        if self.is_main:
+            finalize()
+            self.state_path.unlink(missing_ok=True)
+        self.barrier()
+        return LoopResult(losses=losses, seconds=seconds)
+
+    def _write_row(self, row: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
