@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tmrl_vla.rl.actor import sigma_from_y
 from tmrl_vla.rl.normalize import ObservationNormalizer
+from tmrl_vla.sinusoidal import sinusoidal_features, sinusoidal_frequencies
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,6 @@ class CriticConfig:
         return d
 
 
-def sinusoidal(sigma: torch.Tensor, dim: int) -> torch.Tensor:
-    """(b,) in [0, 1] -> (b, dim) sin/cos features at periods from 1/100 to 4."""
-    periods = torch.logspace(math.log10(1e-2), math.log10(4.0), dim // 2, device=sigma.device)
-    angles = 2 * math.pi * sigma[:, None] / periods[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 class CriticEnsemble(nn.Module):
     def __init__(self, config: CriticConfig) -> None:
         super().__init__()
@@ -87,6 +82,8 @@ class CriticEnsemble(nn.Module):
                 self.ln_gain.append(nn.Parameter(torch.ones(n, 1, sizes[i + 1])))
                 self.ln_bias.append(nn.Parameter(torch.zeros(n, 1, sizes[i + 1])))
         self.normalize = ObservationNormalizer(config.obs_dim)  # identity until the trainer sets it
+        # sigma's features at periods from 1/100 to 4 (not saved: a function of the config)
+        self.register_buffer("sigma_freqs", sinusoidal_frequencies(config.sigma_features, 1e-2, 4.0), persistent=False)
         if config.zero_init_output:
             with torch.no_grad():
                 self.weights[-1].zero_()
@@ -101,8 +98,7 @@ class CriticEnsemble(nn.Module):
         if "z" in self.config.heads:
             parts.append(actions["z"])
         if "y" in self.config.heads:
-            sigma = (actions["y"].squeeze(-1) + 1.0) / 2.0
-            parts.append(sinusoidal(sigma, self.config.sigma_features))
+            parts.append(sinusoidal_features(sigma_from_y(actions["y"]), self.sigma_freqs))
         if "eps_c" in self.config.heads:
             eps = actions["eps_c"]
             parts.append(self.eps_c_proj(eps) if self.eps_c_proj is not None else eps)
