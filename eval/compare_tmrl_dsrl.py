@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.spec import EnvSpec
     from tmrl_vla.rl.comparison import comparison_runs, summarise
-    from tmrl_vla.rl.curves import plot_learning_curve, read_metrics
+    from tmrl_vla.metrics import read_metrics
+    from tmrl_vla.rl.curves import plot_learning_curve
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,14 +28,15 @@ def tiny_demos(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_base_policy(tiny_demos, tmp_path_factory):
     """A tiny SmolVLA checkpoint trained for a few BC steps on ``tiny_demos`` (a real LeRobot checkpoint)."""
+    from lerobot.configs.default import DatasetConfig
+
     from tmrl_vla.bc import BCConfig, train_bc
 
     config, root, _ = tiny_demos
     out = tmp_path_factory.mktemp("base_policy")
     train_bc(
         BCConfig(steps=3, batch_size=4, warmup_steps=1, num_threads=1),
-        dataset_repo_id=config.repo_id,
-        dataset_root=root,
+        dataset=DatasetConfig(repo_id=config.repo_id, root=str(root)),
         out_dir=out,
         progress=False,
         log=lambda _: None,

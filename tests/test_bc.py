@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.bc import BCConfig, random_shift, train_bc
 from tmrl_vla.policies import load_lerobot_policy
@@ -21,8 +22,7 @@ def test_bc_writes_a_loadable_lerobot_checkpoint(tiny_demos, tmp_path):
     config, root, _ = tiny_demos
     metrics = train_bc(
         BCConfig(steps=6, save_every=100, **FAST),
-        dataset_repo_id=config.repo_id,
-        dataset_root=root,
+        dataset=DatasetConfig(repo_id=config.repo_id, root=str(root)),
         out_dir=tmp_path,
         progress=False,
         log=lambda _: None,
@@ -39,7 +39,7 @@ def test_bc_writes_a_loadable_lerobot_checkpoint(tiny_demos, tmp_path):
 def test_bc_resumes_after_a_crash_to_the_same_parameters(tiny_demos, tmp_path, monkeypatch):
     config, root, _ = tiny_demos
     cfg = BCConfig(steps=8, save_every=4, image_shift=2, **FAST)
-    kwargs = dict(dataset_repo_id=config.repo_id, dataset_root=root, progress=False, log=lambda _: None)
+    kwargs = dict(dataset=DatasetConfig(repo_id=config.repo_id, root=str(root)), progress=False, log=lambda _: None)
     train_bc(cfg, out_dir=tmp_path / "straight", **kwargs)
 
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy

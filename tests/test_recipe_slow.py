@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_finetune_pick_recipe_from_an_empty_cache(tmp_path):
-    from tmrl_vla.rl.curves import read_metrics
+    from tmrl_vla.metrics import read_metrics
 
     env = {**os.environ, "TMRL_VLA_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     accelerate = Path(sys.executable).with_name("accelerate")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from lerobot.configs.default import DatasetConfig
+
 from tmrl_vla.bc import BCConfig, train_bc
 from tmrl_vla.cache import AssetCache
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
@@ -73,13 +75,16 @@ def build_demos(cache: AssetCache, config: DemoConfig, *, log=print):
     return cache.get_or_build("demos", key, build, log=log)
 
 
+def demo_dataset(config: DemoConfig, demos) -> DatasetConfig:
+    """The recorded demos as LeRobot's dataset config (what the trainers take)."""
+    return DatasetConfig(repo_id=config.repo_id, root=str(demos.path / "dataset"))
+
+
 def build_base_policy(cache: AssetCache, config: BCConfig, demos, demo_config: DemoConfig, *, log=print):
     key = {"bc": dataclasses.asdict(config), "demos": demos.hash}
 
     def build(work: Path) -> dict:
-        return train_bc(
-            config, dataset_repo_id=demo_config.repo_id, dataset_root=demos.path / "dataset", out_dir=work, log=log
-        )
+        return train_bc(config, dataset=demo_dataset(demo_config, demos), out_dir=work, log=log)
 
     return cache.get_or_build("base_policy", key, build, log=log)
 
@@ -133,8 +138,7 @@ def build_csp_adapter(
         metrics = train_csp(
             config,
             base_policy_dir=policy_stage.path,
-            dataset_repo_id=demo_config.repo_id,
-            dataset_root=demos.path / "dataset",
+            dataset=demo_dataset(demo_config, demos),
             out_dir=work,
             log=log,
         )

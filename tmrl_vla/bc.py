@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.data.memory import InMemoryDemos
-from tmrl_vla.training import LoopResult, StepOutput, SupervisedLoop, adamw_warmup_cosine
+from tmrl_vla.training import LoopResult, StepOutput, SupervisedLoop, adamw_warmup_cosine, optimizer_update
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,13 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 def train_bc(
     config: BCConfig,
     *,
-    dataset_repo_id: str,
-    dataset_root: str | Path,
+    dataset: DatasetConfig,
     out_dir: str | Path,
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Train the tiny SmolVLA on the demos at ``dataset_root``; write a LeRobot checkpoint to ``out_dir``.
+    """Train the tiny SmolVLA on ``dataset`` (LeRobot's dataset config: ``repo_id`` and its local
+    ``root``); write a LeRobot checkpoint to ``out_dir``.
 
     Returns training metrics (final loss, steps/s, wall time).
     """
@@ -89,35 +90,19 @@ def train_bc(
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
 
-    demos = InMemoryDemos(dataset_repo_id, dataset_root, chunk_size=config.policy.get("chunk_size", 10))
-    policy = _make_policy(config, demos, dataset_root)
+    demos = InMemoryDemos(dataset.repo_id, dataset.root, chunk_size=config.policy.get("chunk_size", 10))
+    policy = _make_policy(config, demos, dataset.root)
     preprocessor, postprocessor = make_pre_post_processors(policy.config, dataset_stats=demos.stats)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer, scheduler = adamw_warmup_cosine(
         params, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.min_lr_ratio
     )
     generator = torch.Generator().manual_seed(config.seed)
-    get_state, set_state = _state_io(policy, optimizer, scheduler, generator)
-    loop = SupervisedLoop(
-        "bc",
-        out_dir,
-        steps=config.steps,
-        log_every=config.log_every,
-        save_every=config.save_every,
-        get_state=get_state,
-        set_state=set_state,
-        progress=progress,
-        log=log,
-    )
+    state_io = _state_io(policy, optimizer, scheduler, generator)
+    loop = SupervisedLoop.for_config("bc", out_dir, config, state_io, progress=progress, log=log)
     loop.resume()
     policy.train()
-
-    def update(loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+    update = optimizer_update(optimizer, scheduler, lambda: torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
 
     def write_checkpoint() -> None:
         for part in (policy, preprocessor, postprocessor):

@@ -23,12 +23,12 @@ class CheckpointError(ValueError):
 def check_checkpoint(path: str | Path) -> Path:
     """Raise :class:`CheckpointError` naming what is missing from a LeRobot checkpoint directory."""
     path = Path(path)
-    if not (path / "config.json").is_file():
+    absent = [name for name in ("config.json", *PROCESSOR_FILES) if not (path / name).is_file()]
+    if "config.json" in absent:
         raise CheckpointError(f"{path} is not a LeRobot policy checkpoint: config.json is missing")
-    missing = [f for f in PROCESSOR_FILES if not (path / f).is_file()]
-    if missing:
+    if absent:
         raise CheckpointError(
-            f"Policy checkpoint {path} has no processor pipeline ({', '.join(missing)} missing), so it carries no "
+            f"Policy checkpoint {path} has no processor pipeline ({', '.join(absent)} missing), so it carries no "
             "normalisation statistics. Save the processors next to the weights (as lerobot-train does) or pass "
             "dataset_stats when building them."
         )

@@ -23,7 +23,7 @@ around writes.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,12 +33,23 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tmrl_vla.rl.curves import read_metrics
-from tmrl_vla.schedules import warmup_cosine
+from tmrl_vla.metrics import append_metrics, keep_metrics_until
 
 
 def _nothing() -> None:
     return None
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.05) -> Callable[[int], float]:
+    """Multiplier for ``LambdaLR``: linear warm-up, then cosine decay to ``min_ratio`` at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def adamw_warmup_cosine(
@@ -49,6 +60,25 @@ def adamw_warmup_cosine(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(warmup_steps, total_steps, min_lr_ratio)
     )
+
+
+def optimizer_update(
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    clip_gradients: Callable[[], object],
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+) -> Callable[[torch.Tensor], None]:
+    """The loop's ``update``: zero the gradients, ``backward(loss)``, clip, step the optimiser and
+    the schedule (``accelerator.backward`` and its clipping under accelerate)."""
+
+    def update(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        backward(loss)
+        clip_gradients()
+        optimizer.step()
+        scheduler.step()
+
+    return update
 
 
 @dataclass
@@ -91,6 +121,14 @@ class SupervisedLoop:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
 
+    @classmethod
+    def for_config(cls, name: str, out_dir: str | Path, config, state_io: tuple, **kwargs) -> SupervisedLoop:
+        """A loop with ``config``'s ``steps``, ``log_every`` and ``save_every`` and ``state_io``'s
+        (get_state, set_state); ``kwargs``: the other fields."""
+        get_state, set_state = state_io
+        cadence = dict(steps=config.steps, log_every=config.log_every, save_every=config.save_every)
+        return cls(name, Path(out_dir), **cadence, get_state=get_state, set_state=set_state, **kwargs)
+
     @property
     def state_path(self) -> Path:
         return self.out_dir / "train_state.pt"
@@ -110,9 +148,8 @@ class SupervisedLoop:
             self.step = state["step"]
             if self.is_main:
                 self.log(f"[{self.name}] resuming from step {self.step}")
-        if self.is_main and self.metrics_path.exists():  # rows past the checkpoint will be logged again
-            kept = [row for row in read_metrics(self.metrics_path) if row["step"] <= self.step]  # skips a torn row
-            self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        if self.is_main:  # rows past the checkpoint will be logged again
+            keep_metrics_until(self.metrics_path, "step", self.step)
         return self.step
 
     def save(self) -> None:
@@ -157,7 +194,7 @@ class SupervisedLoop:
             if self.step % self.log_every == 0:
                 if self.is_main:
                     row = {"step": self.step, f"{self.name}/loss": sum(recent) / len(recent), f"{self.name}/lr": lr()}
-                    self._write_row(row | out.metrics())
+                    append_metrics(self.metrics_path, row | out.metrics())
                     bar.set_postfix(loss=f"{row[f'{self.name}/loss']:.4f}")
                 recent = []
             if self.step % self.save_every == 0 and self.step < self.steps:
@@ -170,7 +207,3 @@ class SupervisedLoop:
             self.state_path.unlink(missing_ok=True)
         self.barrier()
         return LoopResult(losses=losses, seconds=seconds)
-
-    def _write_row(self, row: dict) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")

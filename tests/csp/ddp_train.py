@@ -1,3 +1,4 @@
+
 """Run by test_trainer under torchrun: a few CSP steps on 2 CPU processes, then one checksum per rank."""
 
 import hashlib
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
+from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 
@@ -13,8 +15,7 @@ base, repo_id, root, out = sys.argv[1:5]
 result = train_csp(
     CSPTrainConfig(steps=3, batch_size=4, warmup_steps=1, calibration_batches=1, log_every=1, num_threads=1),
     base_policy_dir=base,
-    dataset_repo_id=repo_id,
-    dataset_root=root,
+    dataset=DatasetConfig(repo_id=repo_id, root=str(root)),
     out_dir=out,
     progress=False,
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.trainer import CSPTrainConfig, bucket_losses, sample_sigma, train_csp
@@ -33,8 +34,7 @@ def run(tmp_path, tiny_demos, tiny_base_policy, name, steps, **kw):
     return train_csp(
         CSPTrainConfig(steps=steps, **FAST, **kw),
         base_policy_dir=tiny_base_policy,
-        dataset_repo_id=config.repo_id,
-        dataset_root=root,
+        dataset=DatasetConfig(repo_id=config.repo_id, root=str(root)),
         out_dir=tmp_path / name,
         progress=False,
         log=lambda _: None,

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.csp.config import CSPConfig
-from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine
+from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine, optimizer_update
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 
@@ -84,8 +85,7 @@ def train_csp(
     config: CSPTrainConfig,
     *,
     base_policy_dir: str | Path,
-    dataset_repo_id: str,
-    dataset_root: str | Path,
+    dataset: DatasetConfig,
     out_dir: str | Path,
     progress: bool = True,
     log=print,
@@ -95,18 +95,14 @@ def train_csp(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     log = log if accelerator.is_main_process else (lambda *_: None)
-    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset_repo_id, dataset_root)
+    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset)
     csp, optimizer, scheduler = _make_adapter(config, policy, preprocessor, demos, log)
     generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
-    get_state, set_state = _state_io(accelerator, csp, optimizer, scheduler, generator)
-    loop = SupervisedLoop(
+    loop = SupervisedLoop.for_config(
         "csp",
         out_dir,
-        steps=config.steps,
-        log_every=config.log_every,
-        save_every=config.save_every,
-        get_state=get_state,
-        set_state=set_state,
+        config,
+        _state_io(accelerator, csp, optimizer, scheduler, generator),
         is_main=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         progress=progress,
@@ -115,13 +111,8 @@ def train_csp(
     loop.resume()  # before prepare: the state is loaded into the bare adapter and optimiser
     model, optimizer = accelerator.prepare(csp, optimizer)
     model.train()
-
-    def update(loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+    clip = lambda: accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)  # noqa: E731
+    update = optimizer_update(optimizer, scheduler, clip, backward=accelerator.backward)
 
     def write_adapter() -> None:
         csp.save_pretrained(out_dir)
@@ -165,18 +156,18 @@ def _batch_loss(config: CSPTrainConfig, demos, preprocessor, model, generator: t
     return compute_loss
 
 
-def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset_repo_id: str, dataset_root: str | Path):
+def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig):
     """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it trains on."""
     from tmrl_vla.data.memory import InMemoryDemos
     from tmrl_vla.policies import load_lerobot_policy
 
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
     policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
-    demos = InMemoryDemos(dataset_repo_id, dataset_root, chunk_size=policy.config.chunk_size)
+    demos = InMemoryDemos(dataset.repo_id, dataset.root, chunk_size=policy.config.chunk_size)
     missing = set(policy.config.image_features) - set(demos.image_keys)
     if missing:
         raise ValueError(
-            f"The dataset at {dataset_root} lacks the policy's image keys {sorted(missing)} "
+            f"The dataset {dataset.repo_id} at {dataset.root} lacks the policy's image keys {sorted(missing)} "
             f"(it has {demos.image_keys}); CSP trains on the same cameras the policy reads."
         )
     return policy, preprocessor, demos

@@ -92,6 +92,26 @@ WORDS: tuple[str, ...] = tuple(word for group in _WORD_GROUPS for word in group.
 
 
 @dataclass(frozen=True)
+class TowerSpec:
+    """One transformer tower's shape (the vision tower or the text model)."""
+
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    heads: int
+
+
+def tower_config(tower: TowerSpec) -> dict[str, int]:
+    """The keys a transformers config of either tower takes from its :class:`TowerSpec`."""
+    return {
+        "hidden_size": tower.hidden_size,
+        "intermediate_size": tower.intermediate_size,
+        "num_hidden_layers": tower.layers,
+        "num_attention_heads": tower.heads,
+    }
+
+
+@dataclass(frozen=True)
 class TinyVlmSpec:
     """Shape of the generated backbone.
 
@@ -105,14 +125,8 @@ class TinyVlmSpec:
     image_size: int = 64
     patch_size: int = 8
     scale_factor: int = 2
-    vision_hidden_size: int = 64
-    vision_intermediate_size: int = 128
-    vision_layers: int = 2
-    vision_heads: int = 2
-    text_hidden_size: int = 96
-    text_intermediate_size: int = 384
-    text_layers: int = 4
-    text_heads: int = 6
+    vision: TowerSpec = TowerSpec(hidden_size=64, intermediate_size=128, layers=2, heads=2)
+    text: TowerSpec = TowerSpec(hidden_size=96, intermediate_size=384, layers=4, heads=6)
     text_kv_heads: int = 2
     max_position_embeddings: int = 512
 
@@ -187,12 +201,9 @@ def model_config(spec: TinyVlmSpec, vocab: dict[str, int]) -> dict[str, Any]:
     text_config = {
         "model_type": "llama",
         "vocab_size": len(vocab),
-        "hidden_size": spec.text_hidden_size,
-        "intermediate_size": spec.text_intermediate_size,
-        "num_hidden_layers": spec.text_layers,
-        "num_attention_heads": spec.text_heads,
+        **tower_config(spec.text),
         "num_key_value_heads": spec.text_kv_heads,
-        "head_dim": spec.text_hidden_size // spec.text_heads,
+        "head_dim": spec.text.hidden_size // spec.text.heads,
         "hidden_act": "silu",
         "max_position_embeddings": spec.max_position_embeddings,
         "rms_norm_eps": 1e-5,
@@ -204,10 +215,7 @@ def model_config(spec: TinyVlmSpec, vocab: dict[str, int]) -> dict[str, Any]:
     }
     vision_config = {
         "model_type": "smolvlm_vision",
-        "hidden_size": spec.vision_hidden_size,
-        "intermediate_size": spec.vision_intermediate_size,
-        "num_hidden_layers": spec.vision_layers,
-        "num_attention_heads": spec.vision_heads,
+        **tower_config(spec.vision),
         "num_channels": 3,
         "image_size": spec.image_size,
         "patch_size": spec.patch_size,

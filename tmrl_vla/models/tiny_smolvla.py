@@ -45,7 +45,7 @@ _SPEC = TinyVlmSpec()
 # Backbone truncation / action-expert shape. All four VLM layers are kept; the expert has one layer per VLM layer,
 # alternating self-attention (even layers) and cross-attention to the VLM keys/values (odd layers) as in SmolVLA.
 _TINY_DEFAULTS: dict[str, Any] = {
-    "num_vlm_layers": _SPEC.text_layers,
+    "num_vlm_layers": _SPEC.text.layers,
     "num_expert_layers": -1,
     "self_attn_every_n_layers": 2,
     "expert_width_multiplier": 0.75,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tmrl_vla.metrics import keep_metrics_until
 from tmrl_vla.rl.config import TMRLConfig
-from tmrl_vla.rl.curves import read_metrics
 from tmrl_vla.rl.distributed import barrier
 
 if TYPE_CHECKING:
@@ -183,7 +183,5 @@ def load(trainer: TMRLTrainer, directory: Path) -> None:
     if differ:
         raise ValueError(f"{directory} was written by another config; fields that differ: " + ", ".join(differ))
     restore(trainer, state)
-    metrics = trainer.out_dir / "metrics.jsonl"
-    if trainer.is_main and metrics.exists():  # read_metrics skips a row torn by a crash mid-write
-        kept = [r for r in read_metrics(metrics) if r["decision"] <= trainer.decision]
-        metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    if trainer.is_main:
+        keep_metrics_until(trainer.out_dir / "metrics.jsonl", "decision", trainer.decision)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmrl_vla.envs.spec import EnvSpec
+from tmrl_vla.metrics import read_metrics
 from tmrl_vla.rl import run
 from tmrl_vla.rl.config import TMRLConfig
-from tmrl_vla.rl.curves import episodes_to_threshold, mean_ci95, read_metrics
+from tmrl_vla.rl.curves import episodes_to_threshold, mean_ci95
 
 AGENTS = ("tmrl", "dsrl")
 MEASURES = ("evaluation", "training")

@@ -8,20 +8,8 @@ seeds) are drawn on top where present.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl``; a half-written last line (a crash mid-write) is skipped."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def episodes_to_threshold(

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.spec import EnvSpec
+from tmrl_vla.metrics import read_metrics
 from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
 from tmrl_vla.rl.config import TMRLConfig
-from tmrl_vla.rl.curves import episodes_to_threshold, read_metrics
+from tmrl_vla.rl.curves import episodes_to_threshold
 from tmrl_vla.rl.pretrained import TMRLAgent
 from tmrl_vla.rl.trainer import TMRLTrainer
 

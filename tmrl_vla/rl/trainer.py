@@ -15,7 +15,6 @@ Before the first update the observation statistics are frozen at the warm-up dat
 from __future__ import annotations
 
 import collections
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +25,11 @@ from tqdm.auto import tqdm
 
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.batched import BatchedEnv
+from tmrl_vla.metrics import append_metrics, read_metrics
 from tmrl_vla.rl import checkpoint
 from tmrl_vla.rl.agent import build_agent
 from tmrl_vla.rl.config import TMRLConfig
-from tmrl_vla.rl.curves import plot_learning_curve, read_metrics
+from tmrl_vla.rl.curves import plot_learning_curve
 from tmrl_vla.rl.distributed import NonFiniteLossError, all_reduce_sum, broadcast_module, rank, world_size
 from tmrl_vla.rl.encoder import load_observation_encoder
 from tmrl_vla.rl.evaluation import evaluate, make_collector
@@ -186,8 +186,7 @@ class TMRLTrainer:
         return row
 
     def write_metrics(self, row: dict, progress: tqdm) -> None:
-        with self.metrics_file.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.metrics_file, row)
         progress.update(1)
         progress.set_postfix(episodes=self.episodes, success=f"{row['rollout/success_recent']:.2f}")
 
