@@ -176,5 +176,5 @@ def test_library_versions_names_the_packages(monkeypatch):
             raise importlib.metadata.PackageNotFoundError(name)
         return real(name)
 
-    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(hub, "version", version)  # the name hub looks up
     assert hub.library_versions() == {name: "unknown" if name == "peft" else real(name) for name in names}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,10 @@ from tmrl_vla.bc import BCConfig, train_bc
 from tmrl_vla.cache import AssetCache
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 from tmrl_vla.data.demos import DemoConfig, record_demos
-from tmrl_vla.envs.pick_cube import PickCubeConfig
+from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
+from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
+from tmrl_vla.rl.distributed import barrier, rank
+from tmrl_vla.rollout import LeRobotChunkPolicy, evaluate
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,6 @@ def build_demos(cache: AssetCache, config: DemoConfig, *, log=print):
     def build(work: Path) -> dict:
         dataset = work / "dataset"
         if dataset.exists():  # a crashed attempt: LeRobot cannot append to a half-written dataset
-            import shutil
-
             shutil.rmtree(dataset)
         stats = record_demos(config, dataset)
         log(f"[demos] {stats.episodes_saved}/{stats.episodes_tried} expert episodes succeeded ({stats.frames} frames)")
@@ -94,9 +96,6 @@ def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, en
     key = {"eval": dataclasses.asdict(config), "policy": policy_stage.hash, "env": dataclasses.asdict(env_config)}
 
     def build(work: Path) -> dict:
-        from tmrl_vla.envs.pick_cube import PickCubeEnv
-        from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
-        from tmrl_vla.rollout import LeRobotChunkPolicy, evaluate
 
         chunk_policy = LeRobotChunkPolicy(*load_lerobot_policy(policy_stage.path))
         probe = PickCubeEnv(env_config)
@@ -152,7 +151,6 @@ def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) 
     """Every stage, built where missing. Under several processes (accelerate, torchrun) call it on
     all of them: process 0 records the demos, trains and evaluates the base policy while the others
     wait, then all of them train the CSP adapter together (``train_csp`` is an accelerate trainer)."""
-    from tmrl_vla.rl.distributed import barrier, rank
 
     main = rank() == 0
     quiet = log if main else (lambda *_: None)

@@ -23,8 +23,10 @@ from typing import Any
 
 import torch
 from lerobot.configs.default import DatasetConfig
+from lerobot.policies.factory import make_pre_post_processors
 
 from tmrl_vla.data.memory import InMemoryDemos
+from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
 from tmrl_vla.training import LoopResult, StepOutput, SupervisedLoop, adamw_warmup_cosine, optimizer_update
 
 
@@ -82,7 +84,6 @@ def train_bc(
 
     Returns training metrics (final loss, steps/s, wall time).
     """
-    from lerobot.policies.factory import make_pre_post_processors
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,6 @@ def _batch_loss(config: BCConfig, demos: InMemoryDemos, policy, preprocessor, ge
 
 def _make_policy(config: BCConfig, demos: InMemoryDemos, dataset_root: str | Path):
     """A fresh tiny SmolVLA shaped for the demos' cameras, state and action (``config.policy`` overrides)."""
-    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
 
     if not demos.image_keys:
         raise ValueError(f"dataset at {dataset_root} has no image features; the policy needs at least one camera")

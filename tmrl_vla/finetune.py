@@ -14,9 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import draccus
+from accelerate import Accelerator
 
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
@@ -97,9 +101,6 @@ def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> Finetun
     ``type`` the command line changes (``--env.type=lerobot``): that one starts from its defaults, as
     LeRobot's ``--env.type`` does. ``--agent`` is short for ``--rl.agent.kind``.
     """
-    import tempfile
-
-    import draccus
 
     args = sys.argv[1:] if args is None else list(args)
     resolved = []
@@ -118,7 +119,6 @@ def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> Finetun
 
 def train(cfg: FinetuneConfig) -> dict:
     """Run the job described by ``cfg``; returns a summary (also written to ``<output_dir>/summary.json``)."""
-    from accelerate import Accelerator
 
     # Accelerator (not PartialState alone) recognises CPU processes started by torchrun as MULTI_CPU.
     is_main = Accelerator().state.is_main_process

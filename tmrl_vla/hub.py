@@ -11,11 +11,13 @@ import re
 import tempfile
 from collections.abc import Callable
 from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from huggingface_hub import HfApi, snapshot_download
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {}
     for name in ("tmrl_vla", "lerobot", "peft", "torch", "transformers"):
@@ -31,7 +33,6 @@ def resolve_dir(path_or_repo_id: str | Path) -> Path:
     path = Path(path_or_repo_id)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(path_or_repo_id)))
 
@@ -57,7 +58,6 @@ def push_to_hub(
     save: Callable[[Path], object], repo_id: str, *, private: bool | None = None, message: str = "Upload"
 ) -> str:
     """Save into a temporary folder with ``save(folder)`` and upload it as one commit; returns the commit URL."""
-    from huggingface_hub import HfApi
 
     api = HfApi()
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
 from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
 
 PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
@@ -48,8 +51,6 @@ def check_checkpoint(path: str | Path) -> Path:
 
 def load_lerobot_policy(path: str | Path, *, device: str = "cpu"):
     """(policy, preprocessor, postprocessor) from a local LeRobot checkpoint directory."""
-    from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     path = check_checkpoint(path)
     config = PreTrainedConfig.from_pretrained(path)

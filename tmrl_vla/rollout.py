@@ -17,6 +17,7 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from tmrl_vla.envs.batched import BatchedEnv
 
@@ -136,7 +137,6 @@ def evaluate(
     successes: list[bool] = []
     steps: list[int] = []
     seeds: Sequence[int] = range(seed, seed + num_episodes)
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=num_episodes, desc="evaluating", unit="ep", disable=not progress)
     try:

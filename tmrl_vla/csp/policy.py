@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from tmrl_vla.backends import PrefixSegments, VLABackend, backend_for
@@ -76,7 +78,6 @@ class CSPPolicy(nn.Module):
     @classmethod
     def from_base(cls, policy: nn.Module, config: CSPConfig | None = None) -> CSPPolicy:
         """Wrap a LeRobot policy (modified in place, as PEFT does; :meth:`unload` undoes it)."""
-        from peft import LoraConfig, get_peft_model
 
         config = config or CSPConfig()
         backend = backend_for(policy)
@@ -169,7 +170,6 @@ class CSPPolicy(nn.Module):
         """
         if self._fused:
             return self
-        from peft.tuners.tuners_utils import BaseTunerLayer
 
         self.peft_model.merge_adapter()
         for name, module in list(self.peft_model.named_modules()):

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tmrl_vla.backends import backend_for
 from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
 
@@ -56,10 +59,6 @@ def read_adapter_config(path: Path) -> dict:
 
 def load_adapter(cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Module, is_trainable: bool) -> CSPPolicy:
     """Build ``cls`` from an adapter directory or Hub repo id on ``base`` (checked by weights hash)."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    from tmrl_vla.backends import backend_for
 
     path = resolve_dir(path_or_repo_id)
     meta = read_adapter_config(path)
@@ -84,7 +83,6 @@ def load_adapter(cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Mod
 
 def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None = None) -> Path:
     """Write the PEFT files, the sigma embedding, ``csp_config.json`` and the card into ``directory``."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from lerobot.configs.default import DatasetConfig
 
 from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.data.memory import InMemoryDemos
+from tmrl_vla.policies import load_lerobot_policy
 from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine, optimizer_update
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
@@ -131,8 +136,6 @@ def train_csp(
 
 def _make_accelerator(out_dir: str | Path):
     """``(accelerator, out_dir)``, the folder made by the main process."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
 
     # Some adapter weights get no gradient (e.g. LoRA on the VLM's last query projection, whose
     # output SmolVLA never reads), which DDP must be told about.
@@ -158,8 +161,6 @@ def _batch_loss(config: CSPTrainConfig, demos, preprocessor, model, generator: t
 
 def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig):
     """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it trains on."""
-    from tmrl_vla.data.memory import InMemoryDemos
-    from tmrl_vla.policies import load_lerobot_policy
 
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
     policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
@@ -176,7 +177,6 @@ def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: Data
 def _make_adapter(config: CSPTrainConfig, policy, preprocessor, demos, log):
     """``(csp, optimizer, scheduler)``: the adapter on ``policy`` (initialised from ``config.seed``),
     its noise scale calibrated, and the optimiser of its trainable parameters."""
-    from tmrl_vla.csp.policy import CSPPolicy
 
     torch.manual_seed(config.seed)
     csp = CSPPolicy.from_base(policy, config.csp)

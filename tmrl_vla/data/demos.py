@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets.utils import logging as ds_logging
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from tqdm.auto import tqdm
 
 from tmrl_vla.envs.expert import ExpertConfig, ScriptedExpert
@@ -65,7 +67,6 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
     dataset would mix configurations. Failed expert episodes are discarded unless
     ``keep_failures`` is set; either way the count is returned.
     """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = Path(root)
     if root.exists():
@@ -114,7 +115,6 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
 
 def datasets_progress_bars(enable: bool) -> bool:
     """Turn the ``datasets`` library's progress bars on or off; returns the previous setting."""
-    from datasets.utils import logging as ds_logging
 
     was = ds_logging.is_progress_bar_enabled()
     (ds_logging.enable_progress_bar if enable else ds_logging.disable_progress_bar)()
@@ -123,7 +123,6 @@ def datasets_progress_bars(enable: bool) -> bool:
 
 def load_demos(repo_id: str, root: str | Path, *, chunk_size: int, fps: int = 25, **kwargs):
     """Open recorded demos with action chunks, offline (``root`` is read, the Hub is never asked)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     delta = {"action": [i / fps for i in range(chunk_size)]}
     kwargs.setdefault("video_backend", "pyav")

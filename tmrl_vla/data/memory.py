@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from PIL import Image
 
 
 class InMemoryDemos:
     """Frames of a LeRobotDataset as tensors: images uint8 (N, 3, H, W), vectors float32 (N, D)."""
 
     def __init__(self, repo_id: str, root: str | Path, *, chunk_size: int) -> None:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
         self.meta = dataset.meta
@@ -67,7 +68,6 @@ class InMemoryDemos:
 
 
 def _decode_png_column(column) -> torch.Tensor:
-    from PIL import Image
 
     frames = [np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")) for cell in column.to_pylist()]
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()

@@ -29,6 +29,7 @@ import mujoco  # noqa: E402, I001
 import numpy as np
 
 import tmrl_vla.envs.headless  # noqa: F401, I001  (must precede the first mujoco import)
+from tmrl_vla.envs.kinematics import top_down_ik
 from tmrl_vla.envs.registry import ENVS, check_env_options
 
 JOINT_NAMES: tuple[str, ...] = (
@@ -257,7 +258,6 @@ class PickCubeEnv(gym.Env):
 
 def home_pose(env: PickCubeEnv) -> np.ndarray:
     """The fixed start pose: gripper open and pointing down, above the near edge of the region."""
-    from tmrl_vla.envs.kinematics import top_down_ik
 
     arm = top_down_ik(np.array([0.12, 0.0, 0.16]), yaw=0.0)
     return np.concatenate([arm, [GRIPPER_OPEN]]).astype(np.float64)

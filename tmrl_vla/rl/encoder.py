@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoImageProcessor, AutoModel
 
 from tmrl_vla.hub import resolve_dir
 
@@ -62,7 +63,6 @@ class ObservationEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> ObservationEncoder:
         """Load a model and its image processor from a directory or a Hub repo id (or its local cache)."""
-        from transformers import AutoImageProcessor, AutoModel
 
         path = resolve_dir(name_or_path)
         if not (path / "preprocessor_config.json").is_file():

@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
 from tmrl_vla.rl.agent import SACAgent, build_agent
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig
+from tmrl_vla.rl.encoder import load_observation_encoder
 
 WEIGHTS_FILE = "high_level.safetensors"
 CONFIG_FILE = "tmrl_config.json"
@@ -105,7 +107,6 @@ class TMRLAgent:
         )
 
     def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:
-        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,6 @@ class TMRLAgent:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, *, csp=None) -> TMRLAgent:
         """Load a saved agent; with ``csp`` (the frozen policy it will steer), check it is the same base."""
-        from safetensors.torch import load_file
 
         path = resolve_dir(path_or_repo_id)
         if not (path / CONFIG_FILE).is_file():
@@ -164,7 +164,6 @@ class TMRLAgent:
     def observation_encoder(self, device: torch.device | str = "cpu"):
         """The separate frozen encoder this agent observes through (``observation.encoder``), or None
         when it observes the VLA's pooled prefix."""
-        from tmrl_vla.rl.encoder import load_observation_encoder
 
         return load_observation_encoder(self.observation.encoder, device)
 
