@@ -77,13 +77,13 @@ def default_rl() -> TMRLConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    assets: AssetsConfig = field(default_factory=AssetsConfig)
-    policy: PolicySource = field(default_factory=PolicySource)
-    csp: CSPSource = field(default_factory=CSPSource)
+    assets: AssetsConfig = field(default_factory=AssetsConfig)  # the embedded default's stages (demos, BC, CSP)
+    policy: PolicySource = field(default_factory=PolicySource)  # the policy to fine-tune
+    csp: CSPSource = field(default_factory=CSPSource)  # its CSP adapter
     # The fine-tuning task; the preset's is the pick task with the moved front camera (see
     # eval/results/csp_coverage.md for how it was chosen).
     env: EnvSpec = field(default_factory=lambda: EnvSpec(shift="moved_camera"))
-    rl: TMRLConfig = field(default_factory=default_rl)
+    rl: TMRLConfig = field(default_factory=default_rl)  # the RL run (TMRL or DSRL)
     output_dir: str = "outputs/finetune_pick"  # everything the job writes goes under it
     cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
     resume: bool = False  # continue the run in output_dir from its newest complete checkpoint

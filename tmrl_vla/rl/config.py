@@ -142,9 +142,9 @@ class SACConfig:
 
 @dataclass(frozen=True)
 class TMRLConfig:
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    observation: ObservationConfig = field(default_factory=ObservationConfig)
-    sac: SACConfig = field(default_factory=SACConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)  # the high-level agent
+    observation: ObservationConfig = field(default_factory=ObservationConfig)  # what it observes
+    sac: SACConfig = field(default_factory=SACConfig)  # how it learns
     num_envs: int = 8  # envs per process
     total_decisions: int = 2000  # decision steps (each one decision in every env of every process)
     eval_every: int = 100  # decisions between evaluations of the deterministic agent (rank 0)
