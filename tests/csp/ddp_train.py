@@ -1,4 +1,3 @@
-
 """Run by test_trainer under torchrun: a few CSP steps on 2 CPU processes, then one checksum per rank."""
 
 import hashlib

@@ -139,6 +139,7 @@ def restore(trainer: TMRLTrainer, state: dict) -> None:
     trainer.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     trainer.decision, trainer.episodes, trainer.successes = state["decision"], state["episodes"], state["successes"]
+    trainer.recent.clear()
     trainer.recent.extend(state["recent"])
 
 

@@ -59,7 +59,7 @@ class AgentConfig:
                 f"heads names unknown heads {sorted(unknown)} in {self.heads}; the heads are z, y and eps_c "
                 "(on the command line: --rl.agent.heads=[z,y])"
             )
-        if self.heads is not None and ("z" not in self.heads or "y" not in self.heads):
+        if self.kind == "tmrl" and self.heads is not None and ("z" not in self.heads or "y" not in self.heads):
             raise ValueError(f"TMRL needs the 'z' and 'y' heads (eps_c is optional), got {self.heads}")
         if self.n_exec < 1 or self.hidden < 1 or self.num_critics < 1:
             raise ValueError("n_exec, hidden and num_critics must be >= 1")

@@ -47,6 +47,10 @@ def sync_gradients(params: Iterable[nn.Parameter], loss: torch.Tensor, name: str
         for p, g in zip(params, grads, strict=True):
             p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
             offset += g.numel()
+    else:  # a parameter the loss did not reach gets the zero gradient several processes would average to
+        for p, g in zip(params, grads, strict=True):
+            if p.grad is None:
+                p.grad = g
     if bool(bad):
         raise NonFiniteLossError(f"{name} is not finite (value {loss.item()!r} on this process)")
 

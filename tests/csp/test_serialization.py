@@ -1,0 +1,231 @@
+"""Saving, reading and pushing CSP adapters (tmrl_vla.csp.serialization), and the weights hash that
+identifies a base policy."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from tmrl_vla.csp import serialization
+from tmrl_vla.csp.config import CSPConfig
+from tmrl_vla.csp.policy import CSPPolicy
+from tmrl_vla.csp.serialization import push_adapter, read_adapter_config, save_adapter, weights_hash
+
+ADAPTER_FILES = {
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "csp_sigma_embedding.safetensors",
+    "csp_config.json",
+    "README.md",
+}
+
+# ---------------------------------------------------------------------------------- weights hash
+
+
+def small_module(seed=0):
+    """Two layers and a buffer (of 1 or more dimensions: see the 0-dim test below)."""
+    torch.manual_seed(seed)
+    module = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    module.register_buffer("scale", torch.ones(3))
+    return module
+
+
+def test_weights_hash_is_a_short_hex_digest_stable_for_equal_weights():
+    module = small_module()
+    digest = weights_hash(module)
+    assert len(digest) == 16 and set(digest) <= set("0123456789abcdef")
+    assert weights_hash(module) == digest
+    assert weights_hash(copy.deepcopy(module)) == digest
+    assert weights_hash(small_module(0)) == digest  # equal weights built separately
+
+
+def test_weights_hash_changes_when_one_weight_changes():
+    module = small_module()
+    digest = weights_hash(module)
+    with torch.no_grad():
+        module[0].weight[2, 1] += 1e-6
+    assert weights_hash(module) != digest
+    assert weights_hash(small_module(1)) != digest
+
+
+def test_weights_hash_covers_buffers_names_and_dtypes():
+    module = small_module()
+    digest = weights_hash(module)
+    module.scale[1] = 2.0  # a buffer, not a parameter
+    assert weights_hash(module) != digest
+    renamed = nn.Sequential()
+    renamed.add_module("first", small_module()[0])
+    renamed.add_module("second", small_module()[1])
+    renamed.register_buffer("scale", torch.ones(3))
+    assert weights_hash(renamed) != digest  # the same tensors under other names
+    assert weights_hash(small_module().double()) != digest
+
+
+def test_weights_hash_does_not_depend_on_the_registration_order():
+    a, b = nn.Module(), nn.Module()
+    x, y = torch.arange(3.0), torch.ones(2)
+    a.register_buffer("x", x.clone())
+    a.register_buffer("y", y.clone())
+    b.register_buffer("y", y.clone())
+    b.register_buffer("x", x.clone())
+    assert weights_hash(a) == weights_hash(b)
+
+
+def test_weights_hash_of_a_module_with_a_scalar_buffer():
+    module = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    digest = weights_hash(module)
+    module[1].num_batches_tracked += 1
+    assert weights_hash(module) != digest
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def test_read_adapter_config_of_a_directory_that_is_not_an_adapter(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")  # a plain PEFT adapter is not a CSP one
+    with pytest.raises(FileNotFoundError, match=r"is not a CSP adapter: csp_config.json is missing"):
+        read_adapter_config(tmp_path)
+
+
+def test_read_adapter_config_returns_the_saved_json(tmp_path):
+    (tmp_path / "csp_config.json").write_text(json.dumps({"format_version": 1, "csp": {"lora_r": 4}}))
+    assert read_adapter_config(tmp_path) == {"format_version": 1, "csp": {"lora_r": 4}}
+
+
+def test_loading_from_a_directory_without_the_csp_config_fails_clearly(fresh, tmp_path):
+    policy, _, _ = fresh
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path} is not a CSP adapter"):
+        CSPPolicy.from_pretrained(tmp_path, base=policy)
+
+
+# ---------------------------------------------------------------------------------- saving
+
+
+def with_random_lora(csp: CSPPolicy) -> CSPPolicy:
+    """Non-zero LoRA weights and sigma embedding, as after training (untrained LoRA B is zero)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in csp.named_parameters():
+            if "lora_" in name or name.startswith("sigma_embedding"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+    return csp
+
+
+def test_save_adapter_writes_exactly_the_adapter_files(fresh, tmp_path):
+    policy, _, _ = fresh
+    base_hash = weights_hash(policy)  # before LoRA layers are injected
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none", lora_r=4, lora_alpha=8))
+    out = save_adapter(csp, tmp_path / "adapter")
+    assert out == tmp_path / "adapter"
+    assert {p.name for p in out.iterdir()} == ADAPTER_FILES
+    meta = json.loads((out / "csp_config.json").read_text())
+    assert meta["format_version"] == serialization.FORMAT_VERSION == 1
+    assert meta["csp"] == csp.config.to_dict() and meta["csp"]["lora_r"] == 4
+    assert meta["base_model"] == {
+        "name_or_path": "<in-memory policy>",
+        "policy_type": "smolvla",
+        "weights_hash": base_hash,
+    }
+    assert set(meta["versions"]) == {"tmrl_vla", "lerobot", "peft", "torch", "transformers"}
+    sigma = load_file(out / "csp_sigma_embedding.safetensors")
+    assert set(sigma) == set(csp.sigma_embedding.state_dict())
+    assert all(torch.equal(sigma[k], v) for k, v in csp.sigma_embedding.state_dict().items())
+
+
+def test_the_card_holds_the_csp_section(fresh, tmp_path):
+    policy, _, _ = fresh
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none", noise_language=False, lora_r=4, lora_alpha=8))
+    out = save_adapter(csp, tmp_path / "adapter")
+    card = (out / "README.md").read_text()
+    start, end = card.index("<!-- tmrl_vla:csp -->"), card.index("<!-- /tmrl_vla:csp -->")
+    section = card[start:end]
+    assert "## CSP adapter (tmrl_vla)" in section
+    assert f'CSPPolicy.from_pretrained("{out}", base=policy)' in section  # no repo id: the directory
+    assert "| noised segments | image |" in section  # language is off
+    assert "| noise scale | none  |" in section
+    assert "| LoRA | r = 4, alpha = 8 |" in section
+    assert f"weights hash `{csp.base_hash}`" in section
+    assert card.count("<!-- tmrl_vla:csp -->") == 1
+
+
+def test_a_repo_id_replaces_the_directory_in_the_card(fresh, tmp_path):
+    policy, _, _ = fresh
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    out = save_adapter(csp, tmp_path / "adapter", repo_id="someone/csp")
+    card = (out / "README.md").read_text()
+    assert 'CSPPolicy.from_pretrained("someone/csp", base=policy)' in card
+    assert str(tmp_path) not in card
+
+
+def test_saving_a_merged_adapter_writes_the_same_lora_weights(fresh, tmp_path):
+    policy, _, _ = fresh
+    csp = with_random_lora(CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")))
+    save_adapter(csp, tmp_path / "unmerged")
+    csp.merge_adapter()
+    assert csp.merged
+    save_adapter(csp, tmp_path / "merged")
+    assert csp.merged  # saving did not unmerge it
+    for name in ("adapter_model.safetensors", "csp_sigma_embedding.safetensors"):
+        unmerged, merged = (load_file(tmp_path / d / name) for d in ("unmerged", "merged"))
+        assert unmerged.keys() == merged.keys() and unmerged
+        assert all(torch.equal(unmerged[k], merged[k]) for k in unmerged), name
+    lora = load_file(tmp_path / "merged" / "adapter_model.safetensors")
+    assert all("lora_" in k for k in lora) and any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)
+    assert json.loads((tmp_path / "merged" / "adapter_config.json").read_text()) == json.loads(
+        (tmp_path / "unmerged" / "adapter_config.json").read_text()
+    )
+
+
+def test_a_saved_adapter_loads_back_with_its_weights(fresh, tmp_path):
+    policy, _, _ = fresh
+    pristine = copy.deepcopy(policy)
+    csp = with_random_lora(CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")))
+    out = save_adapter(csp, tmp_path / "adapter")
+    loaded = CSPPolicy.from_pretrained(out, base=pristine)
+    mine, theirs = csp.state_dict(), loaded.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert loaded.config == csp.config and loaded.base_hash == csp.base_hash
+
+
+# ---------------------------------------------------------------------------------- pushing
+
+
+def test_push_adapter_uploads_the_adapter_files_in_one_commit(fresh, monkeypatch):
+    from huggingface_hub import CommitInfo, HfApi, RepoUrl
+
+    policy, _, _ = fresh
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {p.name for p in folder.iterdir()}
+        calls.append(("upload_folder", kwargs, files, (folder / "README.md").read_text(), str(folder)))
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/c0ffee",
+            commit_message=kwargs["commit_message"],
+            commit_description="",
+            oid="c0ffee",
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    url = push_adapter(csp, "someone/tiny-csp", private=True)
+    assert url == "https://huggingface.co/someone/tiny-csp/commit/c0ffee"
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][1:] == ("someone/tiny-csp", {"private": True, "exist_ok": True})
+    _, upload, files, card, folder = calls[1]
+    assert upload["repo_id"] == "someone/tiny-csp" and upload["commit_message"] == "Upload CSP adapter"
+    assert files == ADAPTER_FILES
+    assert 'CSPPolicy.from_pretrained("someone/tiny-csp", base=policy)' in card
+    assert folder not in card  # the card names the repo, not the temporary folder
+    assert not Path(folder).exists()  # the temporary folder is gone

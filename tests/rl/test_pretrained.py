@@ -1,0 +1,289 @@
+"""Saved high-level agents (tmrl_vla.rl.pretrained): both config formats, loading by path or repo
+id, the card, and pushing to the Hub (intercepted at HfApi)."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tmrl_vla.rl.agent import build_agent
+from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig
+from tmrl_vla.rl.pretrained import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, TMRLAgent, read_configs
+
+WIDTHS = {"obs_dim": 10, "action_dim": 6, "embed_dim": 8}
+
+# ---------------------------------------------------------------------------------- read_configs
+
+
+def format_1_meta() -> dict:
+    """A format-1 ``tmrl_config.json``: the run's whole flat config, SAC settings nested."""
+    return {
+        "tmrl": {
+            "agent": "tmrl",
+            "tmrl_heads": ["z", "y"],
+            "image_grid": 2,
+            "obs_encoder": "facebook/dinov2-with-registers-small",
+            "normalize_obs": False,
+            "n_exec": 4,
+            "z_scale": 0.5,
+            "hidden": 32,
+            "num_critics": 3,
+            "init_temperature": 0.1,
+            "target_entropy": {"y": -2.0},
+            "n_step": 3,
+            "updates_per_decision": 8,
+            "exploration": "episode",
+            "warmup_decisions": 7,
+            "replay_capacity": 500,
+            "success_buffer": True,
+            "num_envs": 8,  # run settings: not part of an agent
+            "total_decisions": 100,
+            "sac": {"utd": 5, "gamma": 0.9, "batch_size": 64, "tau": 0.01},
+        },
+        "widths": WIDTHS,
+    }
+
+
+def test_format_1_flat_config_is_split_into_the_three_sections():
+    agent, observation, sac = read_configs(format_1_meta())
+    assert agent == AgentConfig(
+        kind="tmrl",
+        heads=("z", "y"),
+        n_exec=4,
+        z_scale=0.5,
+        hidden=32,
+        num_critics=3,
+        init_temperature=0.1,
+        target_entropy={"y": -2.0},
+    )
+    assert observation == ObservationConfig(
+        image_grid=2, encoder="facebook/dinov2-with-registers-small", normalize=False
+    )
+    assert sac == SACConfig(
+        utd=5,
+        gamma=0.9,
+        batch_size=64,
+        tau=0.01,
+        n_step=3,
+        updates_per_decision=8,
+        exploration="episode",
+        warmup_decisions=7,
+        replay_capacity=500,
+        success_buffer=True,
+    )
+
+
+def test_format_1_with_few_fields_takes_the_defaults():
+    agent, observation, sac = read_configs({"tmrl": {"agent": "dsrl"}})
+    assert agent == AgentConfig(kind="dsrl") and agent.active_heads == ("z",)
+    assert observation == ObservationConfig() and sac == SACConfig()
+
+
+def test_format_1_flat_fields_win_over_the_nested_sac_ones():
+    meta = {"tmrl": {"n_step": 3, "sac": {"n_step": 5, "utd": 2}}}
+    _, _, sac = read_configs(meta)
+    assert (sac.n_step, sac.utd) == (3, 2)
+
+
+def test_format_2_sections_are_read_as_saved_lists_becoming_tuples():
+    meta = {
+        "format_version": 2,
+        "agent": {"kind": "tmrl", "heads": ["z", "y", "eps_c"], "hidden": 8},
+        "observation": {"image_grid": 3},
+        "sac": {"n_step": 2},
+    }
+    agent, observation, sac = read_configs(meta)
+    assert agent.heads == ("z", "y", "eps_c") and agent.hidden == 8
+    assert observation.image_grid == 3 and sac.n_step == 2
+
+
+def test_unknown_keys_from_a_newer_version_are_ignored():
+    meta = {
+        "format_version": 2,
+        "agent": {"kind": "dsrl", "future_head_option": 1},
+        "observation": {"image_grid": 2, "depth_camera": True},
+        "sac": {"gamma": 0.95, "distributional": "c51"},
+    }
+    agent, observation, sac = read_configs(meta)
+    assert agent == AgentConfig(kind="dsrl")
+    assert observation == ObservationConfig(image_grid=2)
+    assert sac == SACConfig(gamma=0.95)
+    old = format_1_meta()
+    old["tmrl"]["some_later_flag"] = True
+    old["tmrl"]["sac"]["lookahead"] = 3
+    assert read_configs(old) == read_configs(format_1_meta())
+
+
+def test_invalid_saved_values_are_still_refused():
+    with pytest.raises(ValueError, match="image_grid must be >= 1, got 0"):
+        read_configs({"tmrl": {"image_grid": 0}})
+
+
+# ---------------------------------------------------------------------------------- saving and loading
+
+
+def make_agent(kind="tmrl", results=None) -> TMRLAgent:
+    config = AgentConfig(kind=kind, heads=("z", "y") if kind == "tmrl" else None, hidden=16, num_critics=2)
+    sac, observation = SACConfig(utd=3, gamma=0.97), ObservationConfig(image_grid=2)
+    torch.manual_seed(0)
+    return TMRLAgent(
+        agent=build_agent(config, sac, **WIDTHS),
+        config=config,
+        observation=observation,
+        sac=sac,
+        widths=dict(WIDTHS),
+        base_policy="someone/base",
+        base_weights_hash="0123abcd0123abcd",
+        csp_adapter="someone/adapter" if kind == "tmrl" else None,
+        results=results,
+    )
+
+
+def assert_same_agent(a: TMRLAgent, b: TMRLAgent) -> None:
+    sa, sb = a.agent.state_dict(), b.agent.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (a.config, a.observation, a.sac, a.widths) == (b.config, b.observation, b.sac, b.widths)
+    assert (a.base_policy, a.base_weights_hash, a.csp_adapter, a.results) == (
+        b.base_policy,
+        b.base_weights_hash,
+        b.csp_adapter,
+        b.results,
+    )
+
+
+def test_save_then_load_gives_the_same_agent(tmp_path):
+    agent = make_agent(results={"episodes": 4})
+    out = agent.save_pretrained(tmp_path / "agent")
+    assert sorted(p.name for p in out.iterdir()) == sorted([WEIGHTS_FILE, CONFIG_FILE, "README.md"])
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["base_policy"] == {"name_or_path": "someone/base", "weights_hash": "0123abcd0123abcd"}
+    loaded = TMRLAgent.from_pretrained(out)
+    assert_same_agent(loaded, agent)
+    features = torch.randn(3, WIDTHS["obs_dim"])
+    assert set(loaded.act(features)) == {"z", "y"}
+    for head, value in agent.act(features).items():
+        assert torch.equal(loaded.act(features)[head], value)
+
+
+def test_a_directory_without_the_config_is_not_an_agent(tmp_path):
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path} is not a TMRL agent: {CONFIG_FILE} is missing"):
+        TMRLAgent.from_pretrained(tmp_path)
+
+
+def test_an_agent_saved_in_format_1_still_loads(tmp_path):
+    agent = make_agent()
+    out = agent.save_pretrained(tmp_path / "agent")
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    flat = {"agent": "tmrl", "tmrl_heads": ["z", "y"], "image_grid": 2, "hidden": 16, "num_critics": 2}
+    flat |= {"sac": {"utd": 3, "gamma": 0.97}, "num_envs": 8}
+    old = {k: meta[k] for k in ("widths", "base_policy", "csp_adapter")} | {"tmrl": flat}
+    (out / CONFIG_FILE).write_text(json.dumps(old))
+    loaded = TMRLAgent.from_pretrained(out)
+    assert_same_agent(loaded, agent)  # results: absent in the old file, None in both
+
+
+def test_loading_by_repo_id_from_the_offline_hub_cache(tmp_path, local_hub):
+    agent = make_agent(kind="dsrl")
+    local_hub(agent.save_pretrained(tmp_path / "agent"), "someone/dsrl-agent")
+    loaded = TMRLAgent.from_pretrained("someone/dsrl-agent")
+    assert_same_agent(loaded, agent)
+    assert loaded.config.active_heads == ("z",) and loaded.csp_adapter is None
+
+
+def test_the_base_check_compares_weights_hashes(tmp_path):
+    out = make_agent().save_pretrained(tmp_path / "agent")
+    loaded = TMRLAgent.from_pretrained(out, csp=SimpleNamespace(base_hash="0123abcd0123abcd"))  # the same base
+    assert loaded.base_policy == "someone/base"
+    with pytest.raises(
+        ValueError,
+        match=r"trained on base policy 'someone/base' \(weights 0123abcd0123abcd\) but is being attached to "
+        r"weights ffff",
+    ):
+        TMRLAgent.from_pretrained(out, csp=SimpleNamespace(base_hash="ffff"))
+    unknown = make_agent()
+    unknown.base_weights_hash = None  # nothing recorded: nothing to compare
+    unknown.check_base(SimpleNamespace(base_hash="ffff"))
+
+
+def test_the_card_describes_the_agent_and_its_results(tmp_path):
+    results = {"episodes": 40, "successes": 9, "final_eval_success": 0.75, "env": "so100_pick_cube (shift=dim_light)"}
+    card = (make_agent(results=results).save_pretrained(tmp_path / "agent") / "README.md").read_text()
+    assert "## TMRL high-level policy (tmrl_vla)" in card
+    assert "| heads | z, y |" in card and "| CSP adapter | `someone/adapter` |" in card
+    assert "| critics | 2 x hidden 16, 3 critic updates per actor update |" in card
+    assert "| gamma (per decision) | 0.97 |" in card
+    expected = "40 training episodes, 9 successes; last evaluation success 0.75; env so100_pick_cube (shift=dim_light)"
+    assert f"| training result | {expected} |" in card
+    dsrl = (make_agent(kind="dsrl").save_pretrained(tmp_path / "dsrl") / "README.md").read_text()
+    assert "## DSRL high-level policy" in dsrl and "| heads | z |" in dsrl
+    assert "`none (plain BC policy)`" in dsrl and "| training result | not recorded |" in dsrl
+
+
+def test_a_card_saved_with_a_repo_id_names_no_local_path(tmp_path):
+    out = make_agent().save_pretrained(tmp_path / "agent", repo_id="someone/tmrl-agent")
+    card = (out / "README.md").read_text()
+    assert 'TMRLAgent.from_pretrained("someone/tmrl-agent", csp=csp)' in card
+    assert str(tmp_path) not in card
+    local = (make_agent().save_pretrained(tmp_path / "local") / "README.md").read_text()
+    assert f'TMRLAgent.from_pretrained("{tmp_path / "local"}", csp=csp)' in local  # without: the directory
+
+
+# ---------------------------------------------------------------------------------- pushing
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    from huggingface_hub import CommitInfo, HfApi, RepoUrl
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append({"call": "create_repo", "repo_id": repo_id, **kwargs})
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        calls.append(
+            {
+                "call": "upload_folder",
+                **kwargs,
+                "files": sorted(p.name for p in folder.iterdir()),
+                "card": (folder / "README.md").read_text(),
+                "config": json.loads((folder / CONFIG_FILE).read_text()),
+            }
+        )
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/beef",
+            commit_message=kwargs["commit_message"],
+            commit_description="",
+            oid="beef",
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_uploads_weights_config_and_card_in_one_commit(fake_hub):
+    url = make_agent().push_to_hub("someone/tmrl-agent", private=False)
+    assert url == "https://huggingface.co/someone/tmrl-agent/commit/beef"
+    assert [c["call"] for c in fake_hub] == ["create_repo", "upload_folder"]
+    assert fake_hub[0]["private"] is False and fake_hub[0]["exist_ok"] is True
+    upload = fake_hub[1]
+    assert upload["repo_id"] == "someone/tmrl-agent"
+    assert upload["commit_message"] == "Upload TMRL high-level policy"
+    assert upload["files"] == sorted([WEIGHTS_FILE, CONFIG_FILE, "README.md"])
+    assert upload["config"]["agent"]["heads"] == ["z", "y"]
+    assert 'TMRLAgent.from_pretrained("someone/tmrl-agent", csp=csp)' in upload["card"]
+    assert str(upload["folder_path"]) not in upload["card"]
+    assert not Path(upload["folder_path"]).exists()
+
+
+def test_a_dsrl_push_says_so_in_its_commit_message(fake_hub):
+    make_agent(kind="dsrl").push_to_hub("someone/dsrl-agent")
+    assert fake_hub[1]["commit_message"] == "Upload DSRL high-level policy"
+    assert fake_hub[0]["private"] is None
