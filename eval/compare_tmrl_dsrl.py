@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse(argv)
     from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.spec import EnvSpec
-    from tmrl_vla.rl.comparison import comparison_runs, summarise
     from tmrl_vla.metrics import read_metrics
+    from tmrl_vla.rl.comparison import comparison_runs, summarise
     from tmrl_vla.rl.curves import plot_learning_curve
 
     out = Path(args.out)

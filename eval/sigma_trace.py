@@ -27,7 +27,7 @@ def trace(args) -> list[dict]:
     from tmrl_vla.envs.batched import BatchedEnv
     from tmrl_vla.envs.spec import EnvSpec
     from tmrl_vla.rl.analysis import trace_sigma
-    from tmrl_vla.rl.evaluation import make_collector
+    from tmrl_vla.rl.evaluation import Steering, make_collector
     from tmrl_vla.rl.pretrained import TMRLAgent
     from tmrl_vla.rl.run import load_frozen_policy
 
@@ -36,18 +36,9 @@ def trace(args) -> list[dict]:
     csp, pre, post = load_frozen_policy(agent.base_policy, agent.csp_adapter)
     agent.check_base(csp, source=args.agent)
     envs = BatchedEnv(EnvSpec(shift=args.shift, episode_length=args.episode_length).factory(), args.episodes)
-    collector = make_collector(
-        envs,
-        csp,
-        agent.actor,
-        pre,
-        post,
-        agent=agent.config,
-        observation=agent.observation,
-        encoder=agent.observation_encoder(),
-        seed=args.seed,
-        exploration=agent.sac.exploration,  # how --stochastic samples: as in training
-    )
+    steering = Steering(csp, agent.actor, pre, post, agent.config, agent.observation, agent.observation_encoder())
+    # --stochastic samples the heads as in training (noise per decision, or held per episode)
+    collector = make_collector(envs, steering, seed=args.seed, exploration=agent.sac.exploration)
     records = trace_sigma(collector, args.episodes, deterministic=not args.stochastic)
     envs.close()
     return records

@@ -8,7 +8,7 @@ from tmrl_vla.envs.batched import BatchedEnv
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
 from tmrl_vla.rl.collector import DecisionCollector
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig
-from tmrl_vla.rl.evaluation import EVAL_SEED, episode_shares, evaluate, make_collector
+from tmrl_vla.rl.evaluation import EVAL_SEED, Steering, episode_shares, evaluate, make_collector
 
 # ---------------------------------------------------------------------------------- episode shares
 
@@ -62,18 +62,8 @@ def test_make_collector_passes_the_agent_and_observation_settings_through(frozen
     csp, pre, post, actor = frozen
     envs = make_envs(2)
     try:
-        collector = make_collector(
-            envs,
-            csp,
-            actor,
-            pre,
-            post,
-            agent=AgentConfig(n_exec=3, z_scale=0.5),
-            observation=ObservationConfig(image_grid=2),
-            seed=17,
-            exploration="episode",
-            seeding="per_env",
-        )
+        steering = Steering(csp, actor, pre, post, AgentConfig(n_exec=3, z_scale=0.5), ObservationConfig(image_grid=2))
+        collector = make_collector(envs, steering, seed=17, exploration="episode", seeding="per_env")
         assert isinstance(collector, DecisionCollector)
         assert (collector.n_exec, collector.z_scale, collector.image_grid) == (3, 0.5, 2)
         assert (collector.seed, collector.next_seed) == (17, 17)
@@ -89,9 +79,7 @@ def test_make_collector_defaults_to_a_seed_zero_stream_with_decision_exploration
     csp, pre, post, actor = frozen
     envs = make_envs(1)
     try:
-        collector = make_collector(
-            envs, csp, actor, pre, post, agent=AgentConfig(), observation=ObservationConfig(), encoder=None
-        )
+        collector = make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()))
         assert (collector.n_exec, collector.z_scale, collector.image_grid) == (5, 1.0, 1)
         assert (collector.seed, collector.exploration, collector.seeding) == (0, "decision", "stream")
     finally:
@@ -103,9 +91,7 @@ def test_make_collector_refuses_an_unknown_seeding(frozen):
     envs = make_envs(1)
     try:
         with pytest.raises(ValueError, match=r"seeding must be 'stream' or 'per_env', got 'random'"):
-            make_collector(
-                envs, csp, actor, pre, post, agent=AgentConfig(), observation=ObservationConfig(), seeding="random"
-            )
+            make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()), seeding="random")
     finally:
         envs.close()
 
@@ -143,18 +129,9 @@ def even_seeds_succeed(monkeypatch):
 
 def run_evaluate(frozen, *, episodes, num_envs):
     csp, pre, post, actor = frozen
-    return evaluate(
-        lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
-        csp,
-        actor,
-        pre,
-        post,
-        agent=AgentConfig(heads=("z", "y")),
-        observation=ObservationConfig(),
-        encoder=None,
-        episodes=episodes,
-        num_envs=num_envs,
-    )
+    steering = Steering(csp, actor, pre, post, AgentConfig(heads=("z", "y")), ObservationConfig())
+    make_env = lambda: PickCubeEnv(PickCubeConfig(episode_length=6))  # noqa: E731
+    return evaluate(make_env, steering, episodes=episodes, num_envs=num_envs)
 
 
 def test_evaluation_starts_from_the_same_states_and_scores_the_same_twice(frozen, even_seeds_succeed):
@@ -186,9 +163,8 @@ def test_evaluation_leaves_the_random_streams_alone(frozen, even_seeds_succeed):
     csp, pre, post, actor = frozen
     envs = make_envs(2)
     try:
-        training = make_collector(
-            envs, csp, actor, pre, post, agent=AgentConfig(heads=("z", "y")), observation=ObservationConfig(), seed=3
-        )
+        steering = Steering(csp, actor, pre, post, AgentConfig(heads=("z", "y")), ObservationConfig())
+        training = make_collector(envs, steering, seed=3)
         training.step()  # sigma > 0 drew context noise from its generator
         torch.manual_seed(123)
         global_state, training_state = torch.get_rng_state(), training.generator.get_state()

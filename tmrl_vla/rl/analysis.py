@@ -14,7 +14,7 @@ import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig
-from tmrl_vla.rl.evaluation import make_collector, play_episodes
+from tmrl_vla.rl.evaluation import Steering, make_collector, play_episodes
 
 
 class FixedHeads:
@@ -31,17 +31,8 @@ class FixedHeads:
 def score_fixed(csp, pre, post, envs: BatchedEnv, actions: dict, *, seed: int, n_exec: int) -> tuple[int, int]:
     """(successes, episodes) of one fixed setting over one episode per env of ``envs``, started from
     seeds seed, seed+1, ... (the same initial states for every setting scored on the same envs)."""
-    collector = make_collector(
-        envs,
-        csp,
-        FixedHeads(actions),
-        pre,
-        post,
-        agent=AgentConfig(n_exec=n_exec),
-        observation=ObservationConfig(),
-        seed=seed,
-        seeding="per_env",
-    )
+    steering = Steering(csp, FixedHeads(actions), pre, post, AgentConfig(n_exec=n_exec), ObservationConfig())
+    collector = make_collector(envs, steering, seed=seed, seeding="per_env")
     episodes = envs.num_envs
     return play_episodes(collector, torch.ones(episodes, dtype=torch.long)), episodes  # each env's first episode
 

@@ -10,6 +10,8 @@ an episode are successes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,34 +26,36 @@ from tmrl_vla.rl.encoder import ObservationEncoder
 EVAL_SEED = 4_000_000_000  # evaluation episodes' seeds start here, far from every training seed
 
 
+@dataclass(frozen=True)
+class Steering:
+    """A frozen policy and the high-level agent that steers it: what a collector needs besides its envs."""
+
+    csp: CSPPolicy  # the frozen (CSP) policy
+    actor: Any  # the high-level policy, or anything with its ``sample`` and ``config`` (e.g. fixed heads)
+    preprocessor: Any  # the policy's LeRobot processors
+    postprocessor: Any
+    agent: AgentConfig  # how its chunks run (n_exec, z_scale)
+    observation: ObservationConfig  # what it observes
+    encoder: ObservationEncoder | None = None  # the separate observation encoder, if the agent uses one
+
+
 def make_collector(
-    envs: BatchedEnv,
-    csp: CSPPolicy,
-    actor,
-    preprocessor,
-    postprocessor,
-    *,
-    agent: AgentConfig,
-    observation: ObservationConfig,
-    encoder: ObservationEncoder | None = None,
-    seed: int = 0,
-    exploration: str = "decision",
-    seeding: str = "stream",
+    envs: BatchedEnv, steering: Steering, *, seed: int = 0, exploration: str = "decision", seeding: str = "stream"
 ) -> DecisionCollector:
-    """The one way a :class:`DecisionCollector` is built from an agent's configs (training,
-    evaluation, analysis scripts). ``actor``: anything with the actor's ``sample`` and ``config``."""
+    """The one way a :class:`DecisionCollector` is built (training, evaluation, analysis scripts)."""
+    s = steering
     return DecisionCollector(
         envs,
-        csp,
-        actor,
-        preprocessor,
-        postprocessor,
-        n_exec=agent.n_exec,
-        z_scale=agent.z_scale,
+        s.csp,
+        s.actor,
+        s.preprocessor,
+        s.postprocessor,
+        n_exec=s.agent.n_exec,
+        z_scale=s.agent.z_scale,
         seed=seed,
-        image_grid=observation.image_grid,
+        image_grid=s.observation.image_grid,
         exploration=exploration,
-        encoder=encoder,
+        encoder=s.encoder,
         seeding=seeding,
     )
 
@@ -62,35 +66,12 @@ def episode_shares(episodes: int, num_envs: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(
-    make_env: Callable[[], gym.Env],
-    csp: CSPPolicy,
-    actor,
-    preprocessor,
-    postprocessor,
-    *,
-    agent: AgentConfig,
-    observation: ObservationConfig,
-    encoder: ObservationEncoder | None,
-    episodes: int,
-    num_envs: int,
-) -> float:
-    """Success rate of the deterministic ``actor`` over ``episodes`` episodes from the fixed
-    evaluation states, on at most ``num_envs`` fresh envs."""
+def evaluate(make_env: Callable[[], gym.Env], steering: Steering, *, episodes: int, num_envs: int) -> float:
+    """Success rate of the deterministic agent over ``episodes`` episodes from the fixed evaluation
+    states, on at most ``num_envs`` fresh envs."""
     envs = BatchedEnv(make_env, min(num_envs, episodes))
     try:
-        collector = make_collector(
-            envs,
-            csp,
-            actor,
-            preprocessor,
-            postprocessor,
-            agent=agent,
-            observation=observation,
-            encoder=encoder,
-            seed=EVAL_SEED,
-            seeding="per_env",
-        )
+        collector = make_collector(envs, steering, seed=EVAL_SEED, seeding="per_env")
         wins = play_episodes(collector, episode_shares(episodes, envs.num_envs), deterministic=True)
     finally:
         envs.close()

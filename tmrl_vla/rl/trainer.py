@@ -32,7 +32,7 @@ from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.curves import plot_learning_curve
 from tmrl_vla.rl.distributed import NonFiniteLossError, all_reduce_sum, broadcast_module, rank, world_size
 from tmrl_vla.rl.encoder import load_observation_encoder
-from tmrl_vla.rl.evaluation import evaluate, make_collector
+from tmrl_vla.rl.evaluation import Steering, evaluate, make_collector
 from tmrl_vla.rl.normalize import mean_std, moments
 from tmrl_vla.rl.nstep import NStepReturns
 from tmrl_vla.rl.observation import feature_width
@@ -74,18 +74,10 @@ class TMRLTrainer:
         self.envs = BatchedEnv(make_env, cfg.num_envs)
         check_action_dim(self.envs, action_dim)
         rank_seed = (cfg.seed * 64 + self.rank) * 1_000_000  # disjoint episode seeds per run and rank
-        self.collector = make_collector(
-            self.envs,
-            csp,
-            self.agent.actor,
-            preprocessor,
-            postprocessor,
-            agent=cfg.agent,
-            observation=cfg.observation,
-            encoder=self.encoder,
-            seed=rank_seed,
-            exploration=cfg.sac.exploration,
+        self.steering = Steering(
+            csp, self.agent.actor, preprocessor, postprocessor, cfg.agent, cfg.observation, self.encoder
         )
+        self.collector = make_collector(self.envs, self.steering, seed=rank_seed, exploration=cfg.sac.exploration)
         self._build_replay(obs_dim)
         self.generator = torch.Generator().manual_seed(rank_seed + 1)
         self.recent: collections.deque[bool] = collections.deque(maxlen=cfg.success_window)
@@ -192,18 +184,7 @@ class TMRLTrainer:
 
     def evaluate(self, episodes: int) -> float:
         """Success rate of the deterministic high-level policy on the fixed evaluation episodes."""
-        return evaluate(
-            self.make_env,
-            self.csp,
-            self.agent.actor,
-            self.preprocessor,
-            self.postprocessor,
-            agent=self.config.agent,
-            observation=self.config.observation,
-            encoder=self.encoder,
-            episodes=episodes,
-            num_envs=self.config.num_envs,
-        )
+        return evaluate(self.make_env, self.steering, episodes=episodes, num_envs=self.config.num_envs)
 
     def close(self) -> None:
         """Release the envs' renderers (GL contexts are best freed before interpreter shutdown)."""
