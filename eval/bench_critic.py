@@ -22,7 +22,7 @@ from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.sac import critic_loss
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--critics", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=256)
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -60,18 +60,16 @@ def main() -> None:
         "looped": lambda: step(looped, opt_l, lambda m: m.forward_looped),
     }
     med = interleaved_medians(runs, args.repeats, grad=True)
-    print(
-        json.dumps(
-            {
-                "ensemble_speedup": round(med["looped"] / med["batched"], 3),
-                "n_critics": args.critics,
-                "hidden": args.hidden,
-                "batch": b,
-                "repeats": args.repeats,
-                "device": device.type,
-            }
-        )
-    )
+    result = {
+        "ensemble_speedup": round(med["looped"] / med["batched"], 3),
+        "n_critics": args.critics,
+        "hidden": args.hidden,
+        "batch": b,
+        "repeats": args.repeats,
+        "device": device.type,
+    }
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

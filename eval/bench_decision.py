@@ -20,8 +20,8 @@ import torch
 from benchlib import csp_and_plain_lora, interleaved_medians, latency_args, tiny_policy_and_batch
 
 
-def main() -> None:
-    args = latency_args(__doc__, extra=lambda p: p.add_argument("--all-heads", action="store_true"))
+def main(argv: list[str] | None = None) -> dict:
+    args = latency_args(__doc__, extra=lambda p: p.add_argument("--all-heads", action="store_true"), argv=argv)
 
     from tmrl_vla.finetune import default_rl
     from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
@@ -49,18 +49,16 @@ def main() -> None:
         },
         args.repeats,
     )
-    print(
-        json.dumps(
-            {
-                "decision_latency_ratio": round(med["decision"] / med["bare"], 4),
-                "decision_vs_lora_ratio": round(med["decision"] / med["lora"], 4),
-                "repeats": args.repeats,
-                "batch": args.batch,
-                "image_grid": grid,
-                "heads": list(heads),
-            }
-        )
-    )
+    result = {
+        "decision_latency_ratio": round(med["decision"] / med["bare"], 4),
+        "decision_vs_lora_ratio": round(med["decision"] / med["lora"], 4),
+        "repeats": args.repeats,
+        "batch": args.batch,
+        "image_grid": grid,
+        "heads": list(heads),
+    }
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ def tiny_policy_and_batch(batch_size: int):
     return policy, batch
 
 
-def latency_args(description: str, extra=None):
+def latency_args(description: str, extra=None, argv: list[str] | None = None):
     """The latency benchmarks' shared options (``--repeats``, ``--batch``, ``--threads``), threads
-    applied; ``extra(parser)`` adds a script's own."""
+    applied; ``extra(parser)`` adds a script's own; ``argv``: the arguments (None: the command line)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +42,7 @@ def latency_args(description: str, extra=None):
     parser.add_argument("--threads", type=int, default=1)
     if extra is not None:
         extra(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
 

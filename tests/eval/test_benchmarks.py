@@ -1,26 +1,42 @@
 """The benchmark scripts run and end with the one JSON line their docs promise (tiny repeats)."""
 
+import importlib.util
 import json
 import math
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 MS_DIGITS = 0.005  # interleaved_medians prints each median in ms with 2 decimals
 
 
-def run_bench(script: str, *args: str) -> tuple[dict, dict[str, float]]:
-    """The script's last-line JSON and the median timings (ms) it printed before it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "eval" / script), *args], env=env, capture_output=True, text=True, check=True
-    )
-    lines = out.stdout.strip().splitlines()
-    medians = {m[1]: float(m[2]) for m in (re.fullmatch(r"(\w+)\s+median ([\d.]+) ms", s) for s in lines) if m}
-    return json.loads(lines[-1]), medians
+@pytest.fixture
+def run_bench(capsys, monkeypatch):
+    """``run_bench(script, *args)``: the script's ``main(args)`` in this process (its imports are
+    already paid for), returning its last-line JSON and the median timings (ms) it printed."""
+    monkeypatch.syspath_prepend(str(ROOT / "eval"))  # the scripts import benchlib from beside them
+
+    def run(script: str, *args: str) -> tuple[dict, dict[str, float]]:
+        spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), ROOT / "eval" / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        threads, rng = torch.get_num_threads(), torch.get_rng_state()
+        try:
+            returned = module.main(list(args))
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(rng)
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert json.loads(lines[-1]) == returned  # the printed last line is what main returns
+        medians = {m[1]: float(m[2]) for m in (re.fullmatch(r"(\w+)\s+median ([\d.]+) ms", s) for s in lines) if m}
+        return returned, medians
+
+    yield run
+    sys.modules.pop("benchlib", None)
 
 
 def assert_ratio_of(reported: float, num: float, den: float, decimals: int) -> None:
@@ -31,7 +47,7 @@ def assert_ratio_of(reported: float, num: float, den: float, decimals: int) -> N
     assert low <= reported <= high, (reported, num, den)
 
 
-def test_bench_decision_times_the_presets_heads_and_all_three():
+def test_bench_decision_times_the_presets_heads_and_all_three(run_bench):
     preset, ms = run_bench("bench_decision.py", "--repeats", "2")
     assert preset["heads"] == ["z", "y"] and preset["repeats"] == 2 and preset["batch"] == 1
     assert set(ms) == {"bare", "lora", "decision"}
@@ -44,7 +60,7 @@ def test_bench_decision_times_the_presets_heads_and_all_three():
     assert_ratio_of(every["decision_latency_ratio"], ms["decision"], ms["bare"], 4)
 
 
-def test_bench_critic_reports_the_ensemble_speedup():
+def test_bench_critic_reports_the_ensemble_speedup(run_bench):
     result, ms = run_bench("bench_critic.py", "--repeats", "2", "--hidden", "16", "--batch", "8")
     assert result["n_critics"] == 5 and result["device"] == "cpu"
     assert (result["hidden"], result["batch"], result["repeats"]) == (16, 8, 2)
