@@ -3,7 +3,7 @@
 By default the high-level policy observes the VLA's own clean prefix, pooled (the vision encoder
 runs once per decision and its output is reused for sampling the chunk). The TMRL reference code
 instead observes a separate frozen image model (DINOv2 with registers, mean-pooled per camera).
-``--rl.obs_encoder=<path or Hub repo id>`` selects that: its patch tokens, pooled on the same
+``--rl.observation.encoder=<path or Hub repo id>`` selects that: its patch tokens, pooled on the same
 ``image_grid`` per camera, plus the normalised state, become the observation; the VLA still embeds
 its prefix once per decision for the chunk.
 
