@@ -121,6 +121,27 @@ def tiny_rl_config(**overrides):
     return TMRLConfig(**sections, **top)
 
 
+def make_tiny_trainer(base_policy, out, *, log=print, **overrides):
+    """A TMRLTrainer of ``tiny_rl_config(**overrides)`` steering the tiny policy at ``base_policy``
+    (wrapped without an adapter, unit noise scale) on 6-step pick episodes, writing to ``out``."""
+    from tmrl_vla.csp.config import CSPConfig
+    from tmrl_vla.csp.policy import CSPPolicy
+    from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
+    from tmrl_vla.policies import load_lerobot_policy
+    from tmrl_vla.rl.trainer import TMRLTrainer
+
+    policy, pre, post = load_lerobot_policy(base_policy)
+    return TMRLTrainer(
+        tiny_rl_config(**overrides),
+        csp=CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")),
+        preprocessor=pre,
+        postprocessor=post,
+        make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
+        out_dir=out,
+        log=log,
+    )
+
+
 @pytest.fixture
 def tiny_rl():
     """``tiny_rl(**overrides)`` -> a test-sized TMRLConfig."""
@@ -175,3 +196,30 @@ def local_hub(tmp_path, monkeypatch):
         (repo / "refs" / "main").write_text(commit)
 
     return publish
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Pushes intercepted at the ``huggingface_hub.HfApi`` boundary, nothing sent: a list of the calls,
+    ``{"call": "create_repo", "repo_id", **kwargs}`` and ``{"call": "upload_folder", **kwargs,
+    "files": {relative path: bytes}}`` (the folder's contents at upload time). Commits get oid c0ffee."""
+    from pathlib import Path
+
+    from huggingface_hub import CommitInfo, HfApi, RepoUrl
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append({"call": "create_repo", "repo_id": repo_id, **kwargs})
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+        calls.append({"call": "upload_folder", **kwargs, "files": files})
+        url = f"https://huggingface.co/{kwargs['repo_id']}/commit/c0ffee"
+        return CommitInfo(commit_url=url, commit_message=kwargs["commit_message"], commit_description="", oid="c0ffee")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls

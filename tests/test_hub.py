@@ -5,7 +5,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from huggingface_hub import CommitInfo, HfApi, RepoUrl
+from huggingface_hub import HfApi, RepoUrl
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from tmrl_vla import hub
@@ -111,27 +111,7 @@ def test_resolve_dir_of_a_repo_id_not_in_the_cache_raises(local_hub):
         hub.resolve_dir("someone/absent")
 
 
-def test_push_to_hub_saves_into_a_temporary_folder_and_uploads_one_commit(monkeypatch):
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create_repo", repo_id, kwargs))
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        files = {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*") if p.is_file()}
-        calls.append(("upload_folder", kwargs, files))
-        return CommitInfo(
-            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123",
-            commit_message=kwargs["commit_message"],
-            commit_description="",
-            oid="abc123",
-        )
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-
+def test_push_to_hub_saves_into_a_temporary_folder_and_uploads_one_commit(fake_hub):
     saved_into = []
 
     def save(folder: Path):
@@ -143,12 +123,13 @@ def test_push_to_hub_saves_into_a_temporary_folder_and_uploads_one_commit(monkey
 
     url = hub.push_to_hub(save, "me/adapter", private=True, message="Upload CSP adapter")
 
-    assert url == "https://huggingface.co/me/adapter/commit/abc123"
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]  # one commit
-    assert calls[0][1:] == ("me/adapter", {"private": True, "exist_ok": True})
-    _, upload, files = calls[1]
+    assert url == "https://huggingface.co/me/adapter/commit/c0ffee"
+    assert [c["call"] for c in fake_hub] == ["create_repo", "upload_folder"]  # one commit
+    assert fake_hub[0] == {"call": "create_repo", "repo_id": "me/adapter", "private": True, "exist_ok": True}
+    upload = fake_hub[1]
     assert upload["repo_id"] == "me/adapter" and upload["commit_message"] == "Upload CSP adapter"
     assert Path(upload["folder_path"]) == saved_into[0]
+    files = {name: data.decode() for name, data in upload["files"].items()}
     assert files == {"adapter_config.json": "{}", "sub/weights.bin": "w", "README.md": section("pushed")}
     assert not saved_into[0].exists()  # the temporary folder is gone after the upload
 

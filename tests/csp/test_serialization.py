@@ -195,37 +195,17 @@ def test_a_saved_adapter_loads_back_with_its_weights(fresh, tmp_path):
 # ---------------------------------------------------------------------------------- pushing
 
 
-def test_push_adapter_uploads_the_adapter_files_in_one_commit(fresh, monkeypatch):
-    from huggingface_hub import CommitInfo, HfApi, RepoUrl
-
+def test_push_adapter_uploads_the_adapter_files_in_one_commit(fresh, fake_hub):
     policy, _, _ = fresh
     csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create_repo", repo_id, kwargs))
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        files = {p.name for p in folder.iterdir()}
-        calls.append(("upload_folder", kwargs, files, (folder / "README.md").read_text(), str(folder)))
-        return CommitInfo(
-            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/c0ffee",
-            commit_message=kwargs["commit_message"],
-            commit_description="",
-            oid="c0ffee",
-        )
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     url = push_adapter(csp, "someone/tiny-csp", private=True)
     assert url == "https://huggingface.co/someone/tiny-csp/commit/c0ffee"
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
-    assert calls[0][1:] == ("someone/tiny-csp", {"private": True, "exist_ok": True})
-    _, upload, files, card, folder = calls[1]
+    assert [c["call"] for c in fake_hub] == ["create_repo", "upload_folder"]
+    assert fake_hub[0] == {"call": "create_repo", "repo_id": "someone/tiny-csp", "private": True, "exist_ok": True}
+    upload = fake_hub[1]
     assert upload["repo_id"] == "someone/tiny-csp" and upload["commit_message"] == "Upload CSP adapter"
-    assert files == ADAPTER_FILES
+    assert set(upload["files"]) == ADAPTER_FILES
+    card, folder = upload["files"]["README.md"].decode(), str(upload["folder_path"])
     assert 'CSPPolicy.from_pretrained("someone/tiny-csp", base=policy)' in card
     assert folder not in card  # the card names the repo, not the temporary folder
     assert not Path(folder).exists()  # the temporary folder is gone

@@ -132,26 +132,10 @@ def test_a_changed_dict_field_is_reported():
 
 
 def make_trainer(tiny_base_policy, out, **overrides):
-    from conftest import tiny_rl_config
+    from conftest import make_tiny_trainer
 
-    from tmrl_vla.csp.config import CSPConfig
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
-    from tmrl_vla.policies import load_lerobot_policy
-    from tmrl_vla.rl.trainer import TMRLTrainer
-
-    policy, pre, post = load_lerobot_policy(tiny_base_policy)
-    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
     defaults = dict(total_decisions=3, warmup_decisions=1, eval_every=100, save_every=1)
-    return TMRLTrainer(
-        tiny_rl_config(**(defaults | overrides)),
-        csp=csp,
-        preprocessor=pre,
-        postprocessor=post,
-        make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
-        out_dir=out,
-        log=lambda _: None,
-    )
+    return make_tiny_trainer(tiny_base_policy, out, log=lambda _: None, **(defaults | overrides))
 
 
 @pytest.fixture(scope="module")

@@ -235,51 +235,19 @@ def test_a_card_saved_with_a_repo_id_names_no_local_path(tmp_path):
 # ---------------------------------------------------------------------------------- pushing
 
 
-@pytest.fixture
-def fake_hub(monkeypatch):
-    from huggingface_hub import CommitInfo, HfApi, RepoUrl
-
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append({"call": "create_repo", "repo_id": repo_id, **kwargs})
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        calls.append(
-            {
-                "call": "upload_folder",
-                **kwargs,
-                "files": sorted(p.name for p in folder.iterdir()),
-                "card": (folder / "README.md").read_text(),
-                "config": json.loads((folder / CONFIG_FILE).read_text()),
-            }
-        )
-        return CommitInfo(
-            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/beef",
-            commit_message=kwargs["commit_message"],
-            commit_description="",
-            oid="beef",
-        )
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    return calls
-
-
 def test_push_uploads_weights_config_and_card_in_one_commit(fake_hub):
     url = make_agent().push_to_hub("someone/tmrl-agent", private=False)
-    assert url == "https://huggingface.co/someone/tmrl-agent/commit/beef"
+    assert url == "https://huggingface.co/someone/tmrl-agent/commit/c0ffee"
     assert [c["call"] for c in fake_hub] == ["create_repo", "upload_folder"]
     assert fake_hub[0]["private"] is False and fake_hub[0]["exist_ok"] is True
     upload = fake_hub[1]
     assert upload["repo_id"] == "someone/tmrl-agent"
     assert upload["commit_message"] == "Upload TMRL high-level policy"
-    assert upload["files"] == sorted([WEIGHTS_FILE, CONFIG_FILE, "README.md"])
-    assert upload["config"]["agent"]["heads"] == ["z", "y"]
-    assert 'TMRLAgent.from_pretrained("someone/tmrl-agent", csp=csp)' in upload["card"]
-    assert str(upload["folder_path"]) not in upload["card"]
+    assert sorted(upload["files"]) == sorted([WEIGHTS_FILE, CONFIG_FILE, "README.md"])
+    assert json.loads(upload["files"][CONFIG_FILE])["agent"]["heads"] == ["z", "y"]
+    card = upload["files"]["README.md"].decode()
+    assert 'TMRLAgent.from_pretrained("someone/tmrl-agent", csp=csp)' in card
+    assert str(upload["folder_path"]) not in card
     assert not Path(upload["folder_path"]).exists()
 
 

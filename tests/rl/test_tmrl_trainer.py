@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
 from tmrl_vla.rl.checkpoint import config_differences
@@ -11,21 +10,10 @@ from tmrl_vla.rl.trainer import TMRLTrainer
 
 
 def trainer(tiny_base_policy, out, **overrides):
-    from tmrl_vla.policies import load_lerobot_policy
-
-    policy, pre, post = load_lerobot_policy(tiny_base_policy)
-    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
-    from conftest import tiny_rl_config
+    from conftest import make_tiny_trainer
 
     defaults = dict(total_decisions=4, warmup_decisions=2, eval_every=4, sac=SACConfig(utd=2, batch_size=4))
-    return TMRLTrainer(
-        tiny_rl_config(**(defaults | overrides)),
-        csp=csp,
-        preprocessor=pre,
-        postprocessor=post,
-        make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
-        out_dir=out,
-    )
+    return make_tiny_trainer(tiny_base_policy, out, **(defaults | overrides))
 
 
 def test_smoke_then_resume_continues_where_it_stopped(tiny_base_policy, tmp_path):
