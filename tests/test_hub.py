@@ -106,9 +106,13 @@ def test_resolve_dir_reads_a_repo_id_from_the_offline_cache(tmp_path, local_hub)
     assert (resolved / "config.json").read_text() == '{"a": 1}'
 
 
-def test_resolve_dir_of_a_repo_id_not_in_the_cache_raises(local_hub):
-    with pytest.raises(LocalEntryNotFoundError):
-        hub.resolve_dir("someone/absent")
+def test_resolve_dir_of_a_repo_id_not_in_the_cache_says_how_to_get_it(local_hub):
+    with pytest.raises(
+        hub.NotInLocalCacheError, match=r"'someone/absent' at revision v2 is not a local directory"
+    ) as err:
+        hub.resolve_dir("someone/absent", revision="v2")
+    assert "huggingface-cli download someone/absent" in str(err.value)
+    assert isinstance(err.value.__cause__, LocalEntryNotFoundError)
 
 
 def test_push_to_hub_saves_into_a_temporary_folder_and_uploads_one_commit(fake_hub):

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 
 def library_versions() -> dict[str, str]:
@@ -28,13 +29,29 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def resolve_dir(path_or_repo_id: str | Path) -> Path:
-    """A local directory as is; otherwise a Hub repo id, fetched (or read from the local Hub cache)."""
+class NotInLocalCacheError(FileNotFoundError):
+    """A Hub repo id that is neither a local directory nor in the local Hub cache, with the Hub unreachable."""
+
+
+def resolve_dir(path_or_repo_id: str | Path, *, revision: str | None = None) -> Path:
+    """A local directory as is; otherwise a Hub repo id, fetched (or read from the local Hub cache).
+
+    With the Hub offline (``HF_HUB_OFFLINE=1``, or no network) a repo id missing from the cache
+    raises :class:`NotInLocalCacheError` saying how to get it there.
+    """
     path = Path(path_or_repo_id)
     if path.is_dir():
         return path
-
-    return Path(snapshot_download(str(path_or_repo_id)))
+    try:
+        return Path(snapshot_download(str(path_or_repo_id), revision=revision))
+    except LocalEntryNotFoundError as err:
+        at = f" at revision {revision}" if revision else ""
+        raise NotInLocalCacheError(
+            f"{path_or_repo_id!r}{at} is not a local directory and is not in the local Hub cache, and the Hub "
+            "cannot be reached (offline). Download it once where the Hub is reachable "
+            f"(huggingface-cli download {path_or_repo_id}), copy that cache here (HF_HUB_CACHE), or pass a "
+            "local directory instead."
+        ) from err
 
 
 def render_card(template: str, **fields) -> str:

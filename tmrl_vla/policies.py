@@ -14,6 +14,7 @@ from pathlib import Path
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
+from tmrl_vla.hub import resolve_dir
 from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
 
 PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
@@ -49,10 +50,15 @@ def check_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_lerobot_policy(path: str | Path, *, device: str = "cpu"):
-    """(policy, preprocessor, postprocessor) from a local LeRobot checkpoint directory."""
+def load_lerobot_policy(name_or_path: str | Path, *, device: str = "cpu", revision: str | None = None):
+    """(policy, preprocessor, postprocessor) from a LeRobot checkpoint: a local directory or a Hub
+    repo id (with ``revision``; from the local Hub cache when offline).
 
-    path = check_checkpoint(path)
+    The policy's config records the name as given (``pretrained_path``) and the revision
+    (``pretrained_revision``): a CSP adapter trained on it names its base that way, so it can be
+    rebuilt where the adapter is loaded.
+    """
+    path = check_checkpoint(resolve_dir(name_or_path, revision=revision))
     config = PreTrainedConfig.from_pretrained(path)
     config.device = device
     vlm = getattr(config, "vlm_model_name", None)
@@ -60,6 +66,7 @@ def load_lerobot_policy(path: str | Path, *, device: str = "cpu"):
         # The packaged tiny backbone moved (another venv or machine): point at this install's copy.
         config.vlm_model_name = str(TINY_VLM_DIR)
     policy = get_policy_class(config.type).from_pretrained(path, config=config)
+    policy.config.pretrained_path, policy.config.pretrained_revision = str(name_or_path), revision
     policy.to(device).eval()
     overrides = {"device_processor": {"device": device}}
     vlm_overrides = {"tokenizer_processor": {"tokenizer_name": config.vlm_model_name}} if vlm else {}

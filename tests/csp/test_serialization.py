@@ -126,7 +126,8 @@ def test_save_adapter_writes_exactly_the_adapter_files(fresh, tmp_path):
     assert meta["format_version"] == serialization.FORMAT_VERSION == 1
     assert meta["csp"] == csp.config.to_dict() and meta["csp"]["lora_r"] == 4
     assert meta["base_model"] == {
-        "name_or_path": "<in-memory policy>",
+        "name_or_path": None,  # built in memory: nothing to name
+        "revision": None,
         "policy_type": "smolvla",
         "weights_hash": base_hash,
     }
@@ -144,7 +145,9 @@ def test_the_card_holds_the_csp_section(fresh, tmp_path):
     start, end = card.index("<!-- tmrl_vla:csp -->"), card.index("<!-- /tmrl_vla:csp -->")
     section = card[start:end]
     assert "## CSP adapter (tmrl_vla)" in section
-    assert f'CSPPolicy.from_pretrained("{out}", base=policy)' in section  # no repo id: the directory
+    # no repo id: a placeholder, never the directory (a path of this machine, maybe a temporary one)
+    assert 'CSPPolicy.from_pretrained("path/or/repo_id/of/this/adapter", base=policy)' in section
+    assert str(out) not in card
     assert "| noised segments | image |" in section  # language is off
     assert "| noise scale | none  |" in section
     assert "| LoRA | r = 4, alpha = 8 |" in section
@@ -209,3 +212,50 @@ def test_push_adapter_uploads_the_adapter_files_in_one_commit(fresh, fake_hub):
     assert 'CSPPolicy.from_pretrained("someone/tiny-csp", base=policy)' in card
     assert folder not in card  # the card names the repo, not the temporary folder
     assert not Path(folder).exists()  # the temporary folder is gone
+
+
+# ------------------------------------------------------------------------------- the base's identity
+
+
+def test_an_adapter_names_its_base_as_the_user_did_and_rebuilds_it(tiny_base_policy, local_hub, tmp_path):
+    """A base loaded by repo id (from the offline Hub cache) is recorded by that repo id, in
+    csp_config.json and in PEFT's own adapter_config.json (which LeRobot's PEFT loading reads), and
+    from_pretrained without base= loads it again and gives the same actions."""
+    from tmrl_vla.policies import load_lerobot_policy
+
+    local_hub(tiny_base_policy, "someone/tiny-base")
+    policy, pre, _ = load_lerobot_policy("someone/tiny-base")
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    directory = csp.save_pretrained(tmp_path / "adapter")
+    recorded = json.loads((directory / "csp_config.json").read_text())["base_model"]
+    assert (recorded["name_or_path"], recorded["revision"], recorded["policy_type"]) == (
+        "someone/tiny-base",
+        None,
+        "smolvla",
+    )
+    assert json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/tiny-base"
+    card = (directory / "README.md").read_text()
+    assert 'load_lerobot_policy("someone/tiny-base")' in card
+    assert str(tmp_path) not in card and str(tiny_base_policy) not in card  # no path of this machine
+
+    rebuilt = CSPPolicy.from_pretrained(directory)  # no base=: the recorded one is loaded
+    assert rebuilt.base_hash == csp.base_hash
+    g = torch.Generator().manual_seed(0)
+    batch = pre(
+        {
+            "observation.images.front": torch.rand(2, 3, 64, 64, generator=g),
+            "observation.state": torch.randn(2, 6, generator=g),
+            "task": ["pick up the cube"] * 2,
+        }
+    )
+    noise = torch.randn(2, 10, 32, generator=g)
+    expected = csp.predict_action_chunk(dict(batch), sigma=0.0, noise=noise)
+    assert torch.equal(rebuilt.predict_action_chunk(dict(batch), sigma=0.0, noise=noise), expected)
+
+
+def test_an_adapter_of_a_base_built_in_memory_needs_its_base(fresh, tmp_path):
+    policy, _, _ = fresh
+    directory = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(tmp_path / "adapter")
+    assert json.loads((directory / "csp_config.json").read_text())["base_model"]["name_or_path"] is None
+    with pytest.raises(ValueError, match="does not name its base policy"):
+        CSPPolicy.from_pretrained(directory)

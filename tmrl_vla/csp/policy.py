@@ -98,11 +98,11 @@ class CSPPolicy(nn.Module):
         return cls(get_peft_model(policy, lora), config, backend, base_hash)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, *, base: nn.Module, is_trainable: bool = False) -> CSPPolicy:
-        """Load an adapter saved by :meth:`save_pretrained` (a local directory or a Hub repo id) onto ``base``.
-
-        The base's weights must be the ones the adapter was trained on (checked by content hash).
-        """
+    def from_pretrained(
+        cls, path_or_repo_id: str | Path, *, base: nn.Module | None = None, is_trainable: bool = False
+    ) -> CSPPolicy:
+        """Load an adapter (a directory or Hub repo id) onto ``base``, or onto the base it names (repo id and
+        revision, or path); the base's weights must be the ones it was trained on (checked by hash)."""
         return serialization.load_adapter(cls, path_or_repo_id, base, is_trainable)
 
     def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:

@@ -23,6 +23,7 @@ from torch import nn
 from tmrl_vla.backends import backend_for
 from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
+from tmrl_vla.policies import load_lerobot_policy
 
 if TYPE_CHECKING:
     from tmrl_vla.csp.policy import CSPPolicy
@@ -42,12 +43,20 @@ def weights_hash(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def name_or_path(policy: nn.Module) -> str:
-    """Where a policy was loaded from, as far as it knows."""
+def name_or_path(policy: nn.Module) -> str | None:
+    """Where a policy was loaded from, as its user named it (a Hub repo id or a path); None if unknown."""
     config = getattr(policy, "config", None)
-    return str(
-        getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None) or "<in-memory policy>"
-    )
+    name = getattr(config, "pretrained_path", None) or getattr(policy, "name_or_path", None)
+    return str(name) if name else None
+
+
+def base_identity(policy: nn.Module) -> dict:
+    """The base as an adapter records it: name (as given) and revision, policy type, weights hash."""
+    return {
+        "name_or_path": name_or_path(policy),
+        "revision": getattr(policy.config, "pretrained_revision", None),
+        "policy_type": policy.config.type,
+    }
 
 
 def read_adapter_config(path: Path) -> dict:
@@ -58,12 +67,17 @@ def read_adapter_config(path: Path) -> dict:
     return json.loads(meta_file.read_text())
 
 
-def load_adapter(cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Module, is_trainable: bool) -> CSPPolicy:
-    """Build ``cls`` from an adapter directory or Hub repo id on ``base`` (checked by weights hash)."""
+def load_adapter(
+    cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Module | None, is_trainable: bool
+) -> CSPPolicy:
+    """Build ``cls`` from an adapter directory or Hub repo id on ``base`` (checked by weights hash);
+    without ``base``, the base the adapter records is loaded (:func:`load_recorded_base`)."""
 
     path = resolve_dir(path_or_repo_id)
     meta = read_adapter_config(path)
     recorded = meta["base_model"]
+    if base is None:
+        base = load_recorded_base(recorded, path)
     backend = backend_for(base)
     base_hash = weights_hash(base)
     if recorded.get("weights_hash") != base_hash or recorded.get("policy_type") != base.config.type:
@@ -82,11 +96,25 @@ def load_adapter(cls: type[CSPPolicy], path_or_repo_id: str | Path, base: nn.Mod
     return csp
 
 
+def load_recorded_base(recorded: dict, adapter: Path) -> nn.Module:
+    """The base policy an adapter names (``csp_config.json``: its repo id and revision, or path)."""
+    if not recorded.get("name_or_path"):
+        raise ValueError(
+            f"CSP adapter {adapter} does not name its base policy (it was trained on a policy built in memory): "
+            "pass the base with CSPPolicy.from_pretrained(adapter, base=policy)"
+        )
+    return load_lerobot_policy(recorded["name_or_path"], revision=recorded.get("revision"))[0]
+
+
 def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None = None) -> Path:
     """Write the PEFT files, the sigma embedding, ``csp_config.json`` and the card into ``directory``."""
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    base = base_identity(csp.base_policy)
+    # PEFT's own record of the base, which LeRobot's PEFT loading (make_policy, use_peft=True) reads
+    peft_config = csp.peft_model.peft_config["default"]
+    peft_config.base_model_name_or_path, peft_config.revision = base["name_or_path"], base["revision"]
     with csp.lora_wrappers_in_place():  # while merged, the LoRA weights live in the swapped-out wrappers
         csp.peft_model.save_pretrained(directory)
     state = {k: v.contiguous() for k, v in csp.sigma_embedding.state_dict().items()}
@@ -94,11 +122,7 @@ def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None =
     meta = {
         "format_version": FORMAT_VERSION,
         "csp": csp.config.to_dict(),
-        "base_model": {
-            "name_or_path": name_or_path(csp.base_policy),
-            "policy_type": csp.base_policy.config.type,
-            "weights_hash": csp.base_hash,
-        },
+        "base_model": base | {"weights_hash": csp.base_hash},
         "versions": library_versions(),
     }
     (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -114,9 +138,9 @@ def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> N
     section = render_card(
         "csp_adapter.md",
         policy_type=meta["base_model"]["policy_type"],
-        base_model=meta["base_model"]["name_or_path"],
+        base_model=meta["base_model"]["name_or_path"] or "built in memory (not recorded)",
         weights_hash=meta["base_model"]["weights_hash"],
-        repo_id=repo_id or str(directory),
+        repo_id=repo_id or "path/or/repo_id/of/this/adapter",
         beta_start=c.beta_start,
         beta_end=c.beta_end,
         num_timesteps=c.num_timesteps,
