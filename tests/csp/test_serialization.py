@@ -20,6 +20,7 @@ ADAPTER_FILES = {
     "adapter_model.safetensors",
     "csp_sigma_embedding.safetensors",
     "csp_config.json",
+    "config.json",  # the base's LeRobot config with use_peft set (processors too when the base has a checkpoint)
     "README.md",
 }
 
@@ -259,3 +260,47 @@ def test_an_adapter_of_a_base_built_in_memory_needs_its_base(fresh, tmp_path):
     assert json.loads((directory / "csp_config.json").read_text())["base_model"]["name_or_path"] is None
     with pytest.raises(ValueError, match="does not name its base policy"):
         CSPPolicy.from_pretrained(directory)
+
+
+def test_lerobots_own_loader_runs_the_adapter_as_the_csp_policy_at_sigma_zero(
+    tiny_base_policy, tiny_demos, local_hub, tmp_path
+):
+    """What `lerobot-eval --policy.path=<adapter> --policy.use_peft=true` does: LeRobot reads the
+    adapter's config.json, loads the base PEFT's adapter_config.json names, wraps it with PEFT; its
+    processors come from the adapter directory. Its actions equal the CSP policy's at sigma 0."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+    from tmrl_vla.policies import load_lerobot_policy
+
+    local_hub(tiny_base_policy, "someone/tiny-base")
+    policy, pre, _ = load_lerobot_policy("someone/tiny-base")
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    with torch.no_grad():  # a trained-looking adapter: LoRA B away from its zero init
+        for name, p in csp.peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    directory = csp.save_pretrained(tmp_path / "adapter")
+    assert {"policy_preprocessor.json", "policy_postprocessor.json"} <= {p.name for p in directory.iterdir()}
+
+    config = PreTrainedConfig.from_pretrained(directory)
+    config.pretrained_path = directory
+    assert config.use_peft
+    demos, root, _ = tiny_demos
+    lerobot_policy = make_policy(config, ds_meta=LeRobotDatasetMetadata(demos.repo_id, root=root)).eval()
+    lerobot_pre, _ = make_pre_post_processors(config, pretrained_path=str(directory))
+    assert type(lerobot_policy).__name__ == "PeftModel"
+
+    g = torch.Generator().manual_seed(0)
+    raw = {
+        "observation.images.front": torch.rand(2, 3, 64, 64, generator=g),
+        "observation.state": torch.randn(2, 6, generator=g),
+        "task": ["pick up the cube"] * 2,
+    }
+    noise = torch.randn(2, 10, 32, generator=g)
+    ours = csp.predict_action_chunk(pre(dict(raw)), sigma=0.0, noise=noise)
+    theirs = lerobot_policy.predict_action_chunk(lerobot_pre(dict(raw)), noise=noise)
+    assert torch.equal(ours, theirs)
+    bare, _, _ = load_lerobot_policy("someone/tiny-base")  # the base alone: the adapter does change actions
+    assert not torch.equal(ours, bare.predict_action_chunk(pre(dict(raw)), noise=noise))

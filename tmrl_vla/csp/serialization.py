@@ -3,15 +3,18 @@
 An adapter directory is a plain PEFT adapter (``adapter_config.json``, ``adapter_model.safetensors``:
 stock PEFT, and LeRobot's PEFT loading, run it as a LoRA policy, which is the CSP policy at
 sigma = 0) plus ``csp_sigma_embedding.safetensors``, ``csp_config.json`` (the CSP config, the base
-policy's type and weights hash, library versions) and a model card. The base is identified by a
-hash of its weights, not by its path, so an adapter loaded onto another base fails with a message
-naming both.
+as its user named it, its type and weights hash, library versions), the base's LeRobot
+``config.json`` (with ``use_peft``) and processors, so LeRobot's own loader runs it, and a model card.
+The base is checked by a hash of its weights, so an adapter loaded onto another base fails with a
+message naming both.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 CSP_CONFIG_FILE = "csp_config.json"
 SIGMA_EMBEDDING_FILE = "csp_sigma_embedding.safetensors"
+PROCESSOR_PREFIXES = ("policy_preprocessor", "policy_postprocessor")  # LeRobot's processor files
 FORMAT_VERSION = 1
 
 
@@ -126,8 +130,25 @@ def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None =
         "versions": library_versions(),
     }
     (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_lerobot_files(csp, directory, base)
     write_adapter_card(directory, meta, repo_id=repo_id)
     return directory
+
+
+def write_lerobot_files(csp: CSPPolicy, directory: Path, base: dict) -> None:
+    """What LeRobot's own loader needs beside the PEFT files (``lerobot-eval --policy.path=<adapter>
+    --policy.use_peft=true``, i.e. ``make_policy`` with ``use_peft``): the base's ``config.json`` with
+    ``use_peft`` set, and the base's processors (normalisation statistics, tokenizer settings), copied
+    from the base's checkpoint. A base built in memory has no checkpoint to copy them from."""
+    config = copy.deepcopy(csp.base_policy.config)
+    config.use_peft = True
+    config._save_pretrained(directory)
+    if base["name_or_path"] is None:
+        return
+    source = resolve_dir(base["name_or_path"], revision=base["revision"])
+    for file in source.iterdir():
+        if file.name.startswith(PROCESSOR_PREFIXES):
+            shutil.copy2(file, directory / file.name)
 
 
 def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> None:
