@@ -151,7 +151,6 @@ def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) 
     """Every stage, built where missing. Under several processes (accelerate, torchrun) call it on
     all of them: process 0 records the demos, trains and evaluates the base policy while the others
     wait, then all of them train the CSP adapter together (``train_csp`` is an accelerate trainer)."""
-
     main = rank() == 0
     quiet = log if main else (lambda *_: None)
 

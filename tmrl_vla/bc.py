@@ -84,7 +84,6 @@ def train_bc(
 
     Returns training metrics (final loss, steps/s, wall time).
     """
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -142,7 +141,6 @@ def _batch_loss(config: BCConfig, demos: InMemoryDemos, policy, preprocessor, ge
 
 def _make_policy(config: BCConfig, demos: InMemoryDemos, dataset_root: str | Path):
     """A fresh tiny SmolVLA shaped for the demos' cameras, state and action (``config.policy`` overrides)."""
-
     if not demos.image_keys:
         raise ValueError(f"dataset at {dataset_root} has no image features; the policy needs at least one camera")
     return make_tiny_smolvla(

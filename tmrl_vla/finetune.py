@@ -101,16 +101,16 @@ def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> Finetun
     ``type`` the command line changes (``--env.type=lerobot``): that one starts from its defaults, as
     LeRobot's ``--env.type`` does. ``--agent`` is short for ``--rl.agent.kind``.
     """
-
     args = sys.argv[1:] if args is None else list(args)
     resolved = []
     for arg in args:
         key, sep, value = arg.partition("=")
         key = ALIASES.get(key, key)
         resolved.append(key + sep + value)
-        section = getattr(preset, key[2:].removesuffix(".type"), None) if key.count(".") == 1 else None
-        if key.endswith(".type") and dataclasses.is_dataclass(section) and getattr(section, "type", value) != value:
-            preset = dataclasses.replace(preset, **{key[2:].removesuffix(".type"): type(section)()})
+        name = key.removeprefix("--").removesuffix(".type")
+        section = getattr(preset, name, None) if key.endswith(".type") and "." not in name else None
+        if dataclasses.is_dataclass(section) and getattr(section, "type", value) != value:
+            preset = dataclasses.replace(preset, **{name: type(section)()})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preset.json"
         path.write_text(json.dumps(draccus.encode(preset)))
@@ -119,7 +119,6 @@ def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> Finetun
 
 def train(cfg: FinetuneConfig) -> dict:
     """Run the job described by ``cfg``; returns a summary (also written to ``<output_dir>/summary.json``)."""
-
     # Accelerator (not PartialState alone) recognises CPU processes started by torchrun as MULTI_CPU.
     is_main = Accelerator().state.is_main_process
     out = Path(cfg.output_dir)

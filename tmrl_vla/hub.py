@@ -75,7 +75,6 @@ def push_to_hub(
     save: Callable[[Path], object], repo_id: str, *, private: bool | None = None, message: str = "Upload"
 ) -> str:
     """Save into a temporary folder with ``save(folder)`` and upload it as one commit; returns the commit URL."""
-
     api = HfApi()
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,46 +54,47 @@ def frozen(tiny_base_policy):
     return csp, pre, post, actor
 
 
-def make_envs(n):
-    return BatchedEnv(lambda: PickCubeEnv(PickCubeConfig(episode_length=6)), n)
+@pytest.fixture
+def make_envs():
+    """``make_envs(n)``: n batched 6-step pick envs, closed when the test ends."""
+    built = []
+
+    def make(n):
+        built.append(BatchedEnv(lambda: PickCubeEnv(PickCubeConfig(episode_length=6)), n))
+        return built[-1]
+
+    yield make
+    for envs in built:
+        envs.close()
 
 
-def test_make_collector_passes_the_agent_and_observation_settings_through(frozen):
+def test_make_collector_passes_the_agent_and_observation_settings_through(frozen, make_envs):
     csp, pre, post, actor = frozen
     envs = make_envs(2)
-    try:
-        steering = Steering(csp, actor, pre, post, AgentConfig(n_exec=3, z_scale=0.5), ObservationConfig(image_grid=2))
-        collector = make_collector(envs, steering, seed=17, exploration="episode", seeding="per_env")
-        assert isinstance(collector, DecisionCollector)
-        assert (collector.n_exec, collector.z_scale, collector.image_grid) == (3, 0.5, 2)
-        assert (collector.seed, collector.next_seed) == (17, 17)
-        assert (collector.exploration, collector.seeding) == ("episode", "per_env")
-        assert collector.envs is envs and collector.csp is csp and collector.actor is actor
-        assert collector.preprocessor is pre and collector.postprocessor is post and collector.encoder is None
-        assert torch.equal(collector.generator.get_state(), torch.Generator().manual_seed(17).get_state())
-    finally:
-        envs.close()
+    steering = Steering(csp, actor, pre, post, AgentConfig(n_exec=3, z_scale=0.5), ObservationConfig(image_grid=2))
+    collector = make_collector(envs, steering, seed=17, exploration="episode", seeding="per_env")
+    assert isinstance(collector, DecisionCollector)
+    assert (collector.n_exec, collector.z_scale, collector.image_grid) == (3, 0.5, 2)
+    assert (collector.seed, collector.next_seed) == (17, 17)
+    assert (collector.exploration, collector.seeding) == ("episode", "per_env")
+    assert collector.envs is envs and collector.csp is csp and collector.actor is actor
+    assert collector.preprocessor is pre and collector.postprocessor is post and collector.encoder is None
+    assert torch.equal(collector.generator.get_state(), torch.Generator().manual_seed(17).get_state())
 
 
-def test_make_collector_defaults_to_a_seed_zero_stream_with_decision_exploration(frozen):
+def test_make_collector_defaults_to_a_seed_zero_stream_with_decision_exploration(frozen, make_envs):
     csp, pre, post, actor = frozen
     envs = make_envs(1)
-    try:
-        collector = make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()))
-        assert (collector.n_exec, collector.z_scale, collector.image_grid) == (5, 1.0, 1)
-        assert (collector.seed, collector.exploration, collector.seeding) == (0, "decision", "stream")
-    finally:
-        envs.close()
+    collector = make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()))
+    assert (collector.n_exec, collector.z_scale, collector.image_grid) == (5, 1.0, 1)
+    assert (collector.seed, collector.exploration, collector.seeding) == (0, "decision", "stream")
 
 
-def test_make_collector_refuses_an_unknown_seeding(frozen):
+def test_make_collector_refuses_an_unknown_seeding(frozen, make_envs):
     csp, pre, post, actor = frozen
     envs = make_envs(1)
-    try:
-        with pytest.raises(ValueError, match=r"seeding must be 'stream' or 'per_env', got 'random'"):
-            make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()), seeding="random")
-    finally:
-        envs.close()
+    with pytest.raises(ValueError, match=r"seeding must be 'stream' or 'per_env', got 'random'"):
+        make_collector(envs, Steering(csp, actor, pre, post, AgentConfig(), ObservationConfig()), seeding="random")
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -157,23 +158,20 @@ def test_evaluation_uses_at_most_num_envs(frozen, even_seeds_succeed):
     assert even_seeds_succeed["seeds"] == [EVAL_SEED + k for k in range(4)]  # one env plays them in order
 
 
-def test_evaluation_leaves_the_random_streams_alone(frozen, even_seeds_succeed):
+def test_evaluation_leaves_the_random_streams_alone(frozen, make_envs, even_seeds_succeed):
     """Neither torch's global generator nor a training collector's generator moves: evaluation
     draws its CSP context noise from its own collector's generator."""
     csp, pre, post, actor = frozen
     envs = make_envs(2)
-    try:
-        steering = Steering(csp, actor, pre, post, AgentConfig(heads=("z", "y")), ObservationConfig())
-        training = make_collector(envs, steering, seed=3)
-        training.step()  # sigma > 0 drew context noise from its generator
-        torch.manual_seed(123)
-        global_state, training_state = torch.get_rng_state(), training.generator.get_state()
-        run_evaluate(frozen, episodes=2, num_envs=2)
-        assert torch.equal(torch.get_rng_state(), global_state)
-        assert torch.equal(training.generator.get_state(), training_state)
-        assert not torch.equal(training_state, torch.Generator().manual_seed(3).get_state())  # it did draw
-    finally:
-        envs.close()
+    steering = Steering(csp, actor, pre, post, AgentConfig(heads=("z", "y")), ObservationConfig())
+    training = make_collector(envs, steering, seed=3)
+    training.step()  # sigma > 0 drew context noise from its generator
+    torch.manual_seed(123)
+    global_state, training_state = torch.get_rng_state(), training.generator.get_state()
+    run_evaluate(frozen, episodes=2, num_envs=2)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(training.generator.get_state(), training_state)
+    assert not torch.equal(training_state, torch.Generator().manual_seed(3).get_state())  # it did draw
 
 
 def test_evaluation_closes_its_envs(frozen, even_seeds_succeed, monkeypatch):

@@ -78,7 +78,6 @@ class CSPPolicy(nn.Module):
     @classmethod
     def from_base(cls, policy: nn.Module, config: CSPConfig | None = None) -> CSPPolicy:
         """Wrap a LeRobot policy (modified in place, as PEFT does; :meth:`unload` undoes it)."""
-
         config = config or CSPConfig()
         backend = backend_for(policy)
         if config.noise_state and not backend.has_state_token:

@@ -76,7 +76,6 @@ def load_adapter(
 ) -> CSPPolicy:
     """Build ``cls`` from an adapter directory or Hub repo id on ``base`` (checked by weights hash);
     without ``base``, the base the adapter records is loaded (:func:`load_recorded_base`)."""
-
     path = resolve_dir(path_or_repo_id)
     meta = read_adapter_config(path)
     recorded = meta["base_model"]
@@ -112,7 +111,6 @@ def load_recorded_base(recorded: dict, adapter: Path) -> nn.Module:
 
 def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None = None) -> Path:
     """Write the PEFT files, the sigma embedding, ``csp_config.json`` and the card into ``directory``."""
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     base = base_identity(csp.base_policy)

@@ -136,7 +136,6 @@ def train_csp(
 
 def _make_accelerator(out_dir: str | Path):
     """``(accelerator, out_dir)``, the folder made by the main process."""
-
     # Some adapter weights get no gradient (e.g. LoRA on the VLM's last query projection, whose
     # output SmolVLA never reads), which DDP must be told about.
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -161,7 +160,6 @@ def _batch_loss(config: CSPTrainConfig, demos, preprocessor, model, generator: t
 
 def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig):
     """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it trains on."""
-
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
     policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
     demos = InMemoryDemos(dataset.repo_id, dataset.root, chunk_size=policy.config.chunk_size)
@@ -177,7 +175,6 @@ def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: Data
 def _make_adapter(config: CSPTrainConfig, policy, preprocessor, demos, log):
     """``(csp, optimizer, scheduler)``: the adapter on ``policy`` (initialised from ``config.seed``),
     its noise scale calibrated, and the optimiser of its trainable parameters."""
-
     torch.manual_seed(config.seed)
     csp = CSPPolicy.from_base(policy, config.csp)
     _calibrate(csp, preprocessor, demos, config, log)

@@ -67,7 +67,6 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
     dataset would mix configurations. Failed expert episodes are discarded unless
     ``keep_failures`` is set; either way the count is returned.
     """
-
     root = Path(root)
     if root.exists():
         raise FileExistsError(
@@ -115,7 +114,6 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
 
 def datasets_progress_bars(enable: bool) -> bool:
     """Turn the ``datasets`` library's progress bars on or off; returns the previous setting."""
-
     was = ds_logging.is_progress_bar_enabled()
     (ds_logging.enable_progress_bar if enable else ds_logging.disable_progress_bar)()
     return was
@@ -123,7 +121,6 @@ def datasets_progress_bars(enable: bool) -> bool:
 
 def load_demos(repo_id: str, root: str | Path, *, chunk_size: int, fps: int = 25, **kwargs):
     """Open recorded demos with action chunks, offline (``root`` is read, the Hub is never asked)."""
-
     delta = {"action": [i / fps for i in range(chunk_size)]}
     kwargs.setdefault("video_backend", "pyav")
     return LeRobotDataset(repo_id, root=root, delta_timestamps=delta, **kwargs)

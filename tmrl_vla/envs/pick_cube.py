@@ -258,7 +258,6 @@ class PickCubeEnv(gym.Env):
 
 def home_pose(env: PickCubeEnv) -> np.ndarray:
     """The fixed start pose: gripper open and pointing down, above the near edge of the region."""
-
     arm = top_down_ik(np.array([0.12, 0.0, 0.16]), yaw=0.0)
     return np.concatenate([arm, [GRIPPER_OPEN]]).astype(np.float64)
 

@@ -63,7 +63,6 @@ class ObservationEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> ObservationEncoder:
         """Load a model and its image processor from a directory or a Hub repo id (or its local cache)."""
-
         path = resolve_dir(name_or_path)
         if not (path / "preprocessor_config.json").is_file():
             raise FileNotFoundError(

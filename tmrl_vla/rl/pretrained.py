@@ -130,7 +130,6 @@ class TMRLAgent:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, *, csp=None) -> TMRLAgent:
         """Load a saved agent; with ``csp`` (the frozen policy it will steer), check it is the same base."""
-
         path = resolve_dir(path_or_repo_id)
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a TMRL agent: {CONFIG_FILE} is missing")
@@ -164,7 +163,6 @@ class TMRLAgent:
     def observation_encoder(self, device: torch.device | str = "cpu"):
         """The separate frozen encoder this agent observes through (``observation.encoder``), or None
         when it observes the VLA's pooled prefix."""
-
         return load_observation_encoder(self.observation.encoder, device)
 
     @torch.no_grad()

@@ -70,7 +70,7 @@ class TMRLTrainer:
         obs_dim = feature_width(csp, state_dim, cfg.observation.image_grid, self.encoder)
         self.agent = build_agent(cfg.agent, cfg.sac, obs_dim=obs_dim, action_dim=action_dim, embed_dim=csp.embed_width)
         broadcast_module(self.agent)
-        self.csp, self.preprocessor, self.postprocessor, self.make_env = csp, preprocessor, postprocessor, make_env
+        self.make_env = make_env
         self.envs = BatchedEnv(make_env, cfg.num_envs)
         check_action_dim(self.envs, action_dim)
         rank_seed = (cfg.seed * 64 + self.rank) * 1_000_000  # disjoint episode seeds per run and rank
@@ -88,6 +88,11 @@ class TMRLTrainer:
         if latest is not None:
             checkpoint.load(self, latest)
             self.log(f"[tmrl] resumed from {latest} at decision {self.decision} ({self.episodes} episodes)")
+
+    @property
+    def csp(self) -> CSPPolicy:
+        """The frozen policy this trainer's agent steers."""
+        return self.steering.csp
 
     def _build_replay(self, obs_dim: int) -> None:
         """The replay shard, the n-step stage before it, and (when used) the success buffer."""
