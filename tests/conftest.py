@@ -26,6 +26,17 @@ def tiny_demos(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_video_demos(tmp_path_factory):
+    """``tiny_demos`` recorded again with the cameras as MP4 video (same episodes, same frames)."""
+    from tmrl_vla.data.demos import DemoConfig, record_demos
+
+    root = tmp_path_factory.mktemp("video_demos") / "dataset"
+    config = DemoConfig(num_episodes=4, seed=0, repo_id="local/test_video_demos")
+    stats = record_demos(config, root, progress=False, video=True)
+    return config, root, stats
+
+
+@pytest.fixture(scope="session")
 def tiny_base_policy(tiny_demos, tmp_path_factory):
     """A tiny SmolVLA checkpoint trained for a few BC steps on ``tiny_demos`` (a real LeRobot checkpoint)."""
     from lerobot.configs.default import DatasetConfig

@@ -45,7 +45,8 @@ class AssetsConfig:
     demos: DemoConfig = field(default_factory=DemoConfig)  # the scripted expert's demos (stage "demos")
     bc: BCConfig = field(default_factory=BCConfig)  # the base policy, BC-trained on the demos (stage "base_policy")
     eval: EvalConfig = field(default_factory=EvalConfig)  # the base policy's success rates (stage "base_eval")
-    csp: CSPTrainConfig = field(default_factory=CSPTrainConfig)  # its CSP adapter (stage "csp_adapter")
+    # Its CSP adapter (stage "csp_adapter"). The demos are small PNG datasets, decoded once into memory.
+    csp: CSPTrainConfig = field(default_factory=lambda: CSPTrainConfig(data_loader="memory"))
 
 
 @dataclass(frozen=True)

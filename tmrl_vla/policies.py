@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+from lerobot.utils.constants import ACTION, OBS_STATE
 
 from tmrl_vla.hub import resolve_dir
 from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
@@ -89,3 +90,41 @@ def check_image_resolution(policy_config, observation_space) -> None:
                 f"Image resolution mismatch for {key}: the policy was configured for {tuple(feature.shape[1:])} "
                 f"(C, H, W = {tuple(feature.shape)}) but the env renders {(h, w)}. Set the env's image_size to match."
             )
+
+
+def check_dataset_fits(policy_config, preprocessor, meta, name: str) -> None:
+    """Raise :class:`CheckpointError` unless the dataset ``meta`` gives the policy what it reads and
+    predicts (cameras, state, action of the same widths) and the policy's own normaliser holds the
+    statistics for them: LeRobot's normaliser passes a feature it has no statistics for through
+    unchanged, and a policy then trains on raw joint values without a word."""
+    features = meta.features
+    cameras = set(meta.camera_keys)
+    missing = sorted(set(policy_config.image_features) - cameras)
+    if missing:
+        raise CheckpointError(
+            f"The dataset {name} lacks the policy's cameras {missing} (it has {sorted(cameras)}); CSP trains on "
+            "the cameras the policy reads. Record them, or rename the dataset's keys to the policy's."
+        )
+    wanted = {OBS_STATE: policy_config.robot_state_feature, ACTION: policy_config.action_feature}
+    for key, feature in wanted.items():
+        if feature is None:
+            continue
+        if key not in features:
+            raise CheckpointError(f"The dataset {name} has no {key!r} feature, which the policy needs")
+        have, need = tuple(features[key]["shape"]), tuple(feature.shape)
+        if have != need:
+            raise CheckpointError(
+                f"{key} dimension mismatch: the dataset {name} has {have}, the policy was configured for {need}"
+            )
+    for step in getattr(preprocessor, "steps", []):
+        stats, norm_map = getattr(step, "stats", None), getattr(step, "norm_map", None)
+        if norm_map is None:
+            continue
+        for key, feature in wanted.items():
+            mode = norm_map.get(feature.type) if feature is not None else None
+            if mode is not None and mode.value != "IDENTITY" and key not in (stats or {}):
+                raise CheckpointError(
+                    f"The policy's normaliser has no statistics for {key!r} ({mode.value} normalisation), so it "
+                    "would pass raw values through. Save the processors with the statistics the policy was "
+                    "trained with."
+                )

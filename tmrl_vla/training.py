@@ -15,6 +15,15 @@ readable top to bottom, with no hooks to look up in a parent class. The loop its
 numbers and calls the callables in the order the trainers always did, so moving a trainer onto it
 changes none of its RNG draws, losses or weights.
 
+Two layouts of the saved state. Flat (the default; the embedded default's cache stages): one
+``<out>/train_state.pt``, removed once the trained model is written. LeRobot's (``checkpoints=True``,
+the user-facing ``recipes/train_csp.py``): every checkpoint is a directory
+``<out>/checkpoints/<step:06d>/`` holding ``pretrained_model/`` (written by ``export``: a model that
+loads on its own) and ``training_state/train_state.pt``, with ``<out>/checkpoints/last`` pointing at
+the newest; the final step is a checkpoint too, and resuming reads ``last``. Each checkpoint directory
+is built under a ``.partial`` name and renamed when complete, so a crash never leaves a half one
+that ``last`` points at.
+
 Several processes (accelerate): every rank runs the loop. ``get_state`` is called on every rank at
 each checkpoint, so it may be a collective (CSP gathers all ranks' RNG states); only the main
 process writes files, and ``barrier`` (``accelerator.wait_for_everyone``) keeps ranks together
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +48,16 @@ from tmrl_vla.metrics import append_metrics, keep_metrics_until
 
 def _nothing() -> None:
     return None
+
+
+def _nothing_at(_) -> None:
+    return None
+
+
+CHECKPOINTS = "checkpoints"
+LAST = "last"
+PRETRAINED = "pretrained_model"
+TRAINING_STATE = "training_state"
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.05) -> Callable[[int], float]:
@@ -115,8 +135,12 @@ class SupervisedLoop:
     barrier: Callable[[], None] = _nothing  # waits for every rank (accelerator.wait_for_everyone)
     progress: bool = True  # show a progress bar (on the main process)
     log: Callable[[str], None] = print  # where the resume message goes (main process only)
+    checkpoints: bool = False  # LeRobot's checkpoint directories instead of one flat state file
+    export: Callable[[Path], None] = _nothing_at  # writes a checkpoint's pretrained_model/ (checkpoints=True)
+    on_row: Callable[[dict], None] = _nothing_at  # also receives every metrics row (e.g. Weights & Biases)
     step: int = field(default=0, init=False)  # steps done so far
     _resumed: bool = field(default=False, init=False, repr=False)
+    _saved_step: int = field(default=-1, init=False, repr=False)  # the step of the newest state on disk
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -131,6 +155,9 @@ class SupervisedLoop:
 
     @property
     def state_path(self) -> Path:
+        """The state a resume reads: the flat file, or the newest checkpoint's."""
+        if self.checkpoints:
+            return self.out_dir / CHECKPOINTS / LAST / TRAINING_STATE / "train_state.pt"
         return self.out_dir / "train_state.pt"
 
     @property
@@ -145,7 +172,7 @@ class SupervisedLoop:
         if self.state_path.exists():
             state = torch.load(self.state_path, weights_only=False, map_location="cpu")
             self.set_state(state)
-            self.step = state["step"]
+            self.step = self._saved_step = state["step"]
             if self.is_main:
                 self.log(f"[{self.name}] resuming from step {self.step}")
         if self.is_main:  # rows past the checkpoint will be logged again
@@ -155,11 +182,30 @@ class SupervisedLoop:
     def save(self) -> None:
         """Write the state atomically; call it on every rank (``get_state`` may be a collective)."""
         state = self.get_state()
-        if self.is_main:
+        self._saved_step = self.step
+        if self.is_main and self.checkpoints:
+            self._write_checkpoint_dir({**state, "step": self.step})
+        elif self.is_main:
             tmp = self.state_path.with_name(self.state_path.name + ".tmp")
             torch.save({**state, "step": self.step}, tmp)
             os.replace(tmp, self.state_path)
         self.barrier()
+
+    def _write_checkpoint_dir(self, state: dict) -> None:
+        """``checkpoints/<step>/{pretrained_model,training_state}``, then move ``last`` to it."""
+        root = self.out_dir / CHECKPOINTS
+        final = root / f"{self.step:06d}"
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / TRAINING_STATE).mkdir(parents=True)
+        self.export(partial / PRETRAINED)
+        torch.save(state, partial / TRAINING_STATE / "train_state.pt")
+        shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from a run resumed before it
+        os.replace(partial, final)
+        link = root / (LAST + ".tmp")
+        link.unlink(missing_ok=True)
+        link.symlink_to(final.name)  # relative: the output directory can be moved
+        os.replace(link, root / LAST)
 
     def run(
         self,
@@ -194,16 +240,21 @@ class SupervisedLoop:
             if self.step % self.log_every == 0:
                 if self.is_main:
                     row = {"step": self.step, f"{self.name}/loss": sum(recent) / len(recent), f"{self.name}/lr": lr()}
-                    append_metrics(self.metrics_path, row | out.metrics())
+                    row |= out.metrics()
+                    append_metrics(self.metrics_path, row)
+                    self.on_row(row)
                     bar.set_postfix(loss=f"{row[f'{self.name}/loss']:.4f}")
                 recent = []
             if self.step % self.save_every == 0 and self.step < self.steps:
                 self.save()
         bar.close()
         seconds = time.perf_counter() - start
+        if self.checkpoints and self._saved_step != self.step:
+            self.save()  # the final checkpoint (a collective); a run resumed at its end has it already
         self.barrier()
         if self.is_main:
             finalize()
-            self.state_path.unlink(missing_ok=True)
+            if not self.checkpoints:
+                self.state_path.unlink(missing_ok=True)
         self.barrier()
         return LoopResult(losses=losses, seconds=seconds)

@@ -62,6 +62,7 @@ class CSPPolicy(nn.Module):
         self.config = config
         self.backend = backend
         self.base_hash = base_hash
+        self.datasets: list[str] = []  # repo ids of the datasets it was trained on (its card's `datasets`)
         flow = self.flow_model
         self.embed_width = backend.embed_width(flow)
         self.sigma_embedding = SigmaEmbedding(config.sigma_embedding_dim, backend.expert_width(flow))

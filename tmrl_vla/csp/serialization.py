@@ -96,6 +96,7 @@ def load_adapter(
     csp = cls(peft_model, CSPConfig.from_dict(meta["csp"]), backend, base_hash)
     csp.sigma_embedding.load_state_dict(load_file(path / SIGMA_EMBEDDING_FILE))
     csp.sigma_embedding.weight.requires_grad_(is_trainable)
+    csp.datasets = list(meta.get("datasets", []))
     return csp
 
 
@@ -125,6 +126,7 @@ def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None =
         "format_version": FORMAT_VERSION,
         "csp": csp.config.to_dict(),
         "base_model": base | {"weights_hash": csp.base_hash},
+        "datasets": csp.datasets,
         "versions": library_versions(),
     }
     (directory / CSP_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -28,7 +28,8 @@ from lerobot.configs.default import DatasetConfig
 from tmrl_vla.csp.config import CSPConfig
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.data.memory import InMemoryDemos
-from tmrl_vla.policies import load_lerobot_policy
+from tmrl_vla.data.stream import LoaderConfig, StreamedDemos
+from tmrl_vla.policies import check_dataset_fits, load_lerobot_policy
 from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine, optimizer_update
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
@@ -56,6 +57,12 @@ class CSPTrainConfig:
     save_every: int = 500  # checkpoint to <out>/train_state.pt every this many steps (resumable)
     log_every: int = 50  # a metrics.jsonl row (mean loss since the last row, lr, loss per sigma bucket)
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    # Where batches come from. "stream": LeRobot's LeRobotDataset and DataLoader decode each batch's
+    # frames (video or images; memory does not grow with the dataset), in LeRobot's resumable order.
+    # "memory": every frame decoded once into memory (image datasets only; the embedded default's
+    # demos), sampled with replacement - see docs/benchmarks.md for what it saves per step.
+    data_loader: str = "stream"
+    num_workers: int = 2  # DataLoader worker processes decoding frames (data_loader="stream")
     csp: CSPConfig = field(default_factory=CSPConfig)  # the adapter itself: LoRA, sigma embedding, noise scale
 
     def __post_init__(self) -> None:
@@ -65,6 +72,10 @@ class CSPTrainConfig:
             raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}")
         if self.sigma_power <= 0:
             raise ValueError(f"sigma_power must be > 0, got {self.sigma_power}")
+        if self.data_loader not in ("stream", "memory"):
+            raise ValueError(f"data_loader must be 'stream' or 'memory', got {self.data_loader!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 def sample_sigma(batch_size: int, config: CSPTrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -94,15 +105,33 @@ def train_csp(
     out_dir: str | Path,
     progress: bool = True,
     log=print,
+    checkpoints: bool = False,
+    on_row=None,
+    on_export=None,
 ) -> dict:
-    """Train a CSP adapter for the LeRobot checkpoint at ``base_policy_dir``; save it to ``out_dir``."""
+    """Train a CSP adapter for the LeRobot checkpoint ``base_policy_dir`` (a directory or Hub repo id).
+
+    ``checkpoints=False``: the adapter is written to ``out_dir`` at the end (resumable state in
+    ``out_dir/train_state.pt`` meanwhile). ``checkpoints=True``: LeRobot's layout, every checkpoint
+    (the last one included) an ``out_dir/checkpoints/<step>/pretrained_model`` adapter, ``last``
+    pointing at the newest. ``on_row(row)`` also receives each metrics row; ``on_export(dir)`` runs
+    after each adapter is written there (e.g. to add the job's own config).
+    """
     accelerator, out_dir = _make_accelerator(out_dir)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     log = log if accelerator.is_main_process else (lambda *_: None)
-    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset)
+    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset, config)
     csp, optimizer, scheduler = _make_adapter(config, policy, preprocessor, demos, log)
+    csp.datasets = [dataset.repo_id]
     generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
+
+    def write_adapter(directory: Path = out_dir) -> None:
+        csp.save_pretrained(directory)
+        (directory / "csp_train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+        if on_export is not None:
+            on_export(directory)
+
     loop = SupervisedLoop.for_config(
         "csp",
         out_dir,
@@ -112,22 +141,22 @@ def train_csp(
         barrier=accelerator.wait_for_everyone,
         progress=progress,
         log=log,
+        checkpoints=checkpoints,
+        export=write_adapter,
+        **({"on_row": on_row} if on_row is not None else {}),
     )
     loop.resume()  # before prepare: the state is loaded into the bare adapter and optimiser
     model, optimizer = accelerator.prepare(csp, optimizer)
     model.train()
     clip = lambda: accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)  # noqa: E731
     update = optimizer_update(optimizer, scheduler, clip, backward=accelerator.backward)
-
-    def write_adapter() -> None:
-        csp.save_pretrained(out_dir)
-        (out_dir / "csp_train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-
-    compute_loss = _batch_loss(config, demos, preprocessor, model, generator, accelerator.device)
-    result = loop.run(compute_loss, update, lr=lambda: scheduler.get_last_lr()[0], finalize=write_adapter)
+    next_batch = _batches(config, demos, generator, loop.step, accelerator)
+    compute_loss = _batch_loss(config, next_batch, preprocessor, model, generator, accelerator.device)
+    finalize = (lambda: None) if checkpoints else write_adapter
+    result = loop.run(compute_loss, update, lr=lambda: scheduler.get_last_lr()[0], finalize=finalize)
     return {
         "csp_train_seconds": result.seconds,
-        "csp_steps_per_second": config.steps / result.seconds if result.seconds > 0 else float("nan"),
+        "csp_steps_per_second": len(result.losses) / result.seconds if result.seconds > 0 else float("nan"),
         "num_processes": accelerator.num_processes,
         "segment_scale": csp.config.segment_scale,
         "csp": csp,
@@ -145,30 +174,40 @@ def _make_accelerator(out_dir: str | Path):
     return accelerator, out_dir
 
 
-def _batch_loss(config: CSPTrainConfig, demos, preprocessor, model, generator: torch.Generator, device):
+def _batches(config: CSPTrainConfig, demos, generator: torch.Generator, start_step: int, accelerator):
+    """``next_batch()``: this process's raw training batch of the next step."""
+    if config.data_loader == "memory":  # frames drawn with replacement by this process's generator
+        return lambda: demos.batch(torch.randint(0, len(demos), (config.batch_size,), generator=generator))
+    stream = demos.batches(start_step=start_step, num_processes=accelerator.num_processes, prepare=accelerator.prepare)
+    return lambda: next(stream)
+
+
+def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generator: torch.Generator, device):
     """The loop's ``compute_loss``: this process's batch at per-sample sigmas, through the (DDP) model."""
 
     def compute_loss() -> StepOutput:
-        index = torch.randint(0, len(demos), (config.batch_size,), generator=generator)
-        batch = preprocessor(demos.batch(index))
-        sigma = sample_sigma(config.batch_size, config, generator).to(device)
+        batch = preprocessor(next_batch())
+        b = batch["action"].shape[0]
+        sigma = sample_sigma(b, config, generator).to(device)
         per_sample, _ = model(batch, sigma=sigma, reduction="none")
         return StepOutput(per_sample.mean(), lambda: bucket_losses(per_sample.detach().cpu(), sigma.cpu()))
 
     return compute_loss
 
 
-def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig):
-    """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it trains on."""
+def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig, config: CSPTrainConfig):
+    """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it
+    trains on, checked to fit each other before anything is trained or written."""
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
     policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
-    demos = InMemoryDemos(dataset.repo_id, dataset.root, chunk_size=policy.config.chunk_size)
-    missing = set(policy.config.image_features) - set(demos.image_keys)
-    if missing:
-        raise ValueError(
-            f"The dataset {dataset.repo_id} at {dataset.root} lacks the policy's image keys {sorted(missing)} "
-            f"(it has {demos.image_keys}); CSP trains on the same cameras the policy reads."
-        )
+    if config.data_loader == "memory":
+        if dataset.image_transforms.enable:
+            raise ValueError("image transforms need data_loader='stream' (the in-memory path applies none)")
+        demos = InMemoryDemos(dataset.repo_id, dataset.root, chunk_size=policy.config.chunk_size)
+    else:
+        loader = LoaderConfig(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
+        demos = StreamedDemos(dataset, policy.config, loader)
+    check_dataset_fits(policy.config, preprocessor, demos.meta, f"{dataset.repo_id} ({dataset.root or 'Hub'})")
     return policy, preprocessor, demos
 
 

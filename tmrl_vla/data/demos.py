@@ -36,11 +36,11 @@ class DemoConfig:
             raise ValueError(f"num_episodes must be >= 1, got {self.num_episodes}")
 
 
-def dataset_features(env: PickCubeConfig) -> dict[str, dict]:
+def dataset_features(env: PickCubeConfig, *, video: bool = False) -> dict[str, dict]:
     """LeRobotDataset feature spec for the pick task (joint names as the SO-100 follower's)."""
-    size = env.image_size
+    size, dtype = env.image_size, "video" if video else "image"
     features: dict[str, dict] = {
-        env.image_key(cam): {"dtype": "image", "shape": (size, size, 3), "names": ["height", "width", "channels"]}
+        env.image_key(cam): {"dtype": dtype, "shape": (size, size, 3), "names": ["height", "width", "channels"]}
         for cam in env.cameras
     }
     names = [f"{j}.pos" for j in JOINT_NAMES]
@@ -60,8 +60,9 @@ class DemoStats:
         return self.episodes_saved / max(self.episodes_tried, 1)
 
 
-def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True) -> DemoStats:
-    """Roll out the scripted expert and write a LeRobotDataset at ``root``.
+def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True, video: bool = False) -> DemoStats:
+    """Roll out the scripted expert and write a LeRobotDataset at ``root``; cameras as PNG images,
+    or with ``video`` as MP4 videos (LeRobot's encoder), as community datasets store them.
 
     ``root`` must not exist: LeRobot would refuse it half-way, and silently adding to an existing
     dataset would mix configurations. Failed expert episodes are discarded unless
@@ -77,11 +78,11 @@ def record_demos(config: DemoConfig, root: str | Path, *, progress: bool = True)
     dataset = LeRobotDataset.create(
         config.repo_id,
         fps=env.metadata["render_fps"],
-        features=dataset_features(config.env),
+        features=dataset_features(config.env, video=video),
         root=root,
         robot_type="so100_follower",
-        use_videos=False,
-        video_backend="pyav",  # never probe torchcodec: we store images, and it needs system FFmpeg
+        use_videos=video,
+        video_backend="pyav",  # never probe torchcodec: it needs system FFmpeg libraries
     )
     saved = frames = 0
     bars_were_on = datasets_progress_bars(False)  # one bar per saved episode would bury ours
