@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import draccus
 from accelerate import Accelerator
 
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
+from tmrl_vla.config_tools import parse_config
 from tmrl_vla.envs.spec import EnvSpec
 from tmrl_vla.rl.checkpoint import refuse_existing_run
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
@@ -94,27 +92,9 @@ ALIASES = {"--agent": "--rl.agent.kind"}
 
 
 def parse_args(preset: FinetuneConfig, args: list[str] | None = None) -> FinetuneConfig:
-    """LeRobot-style dotted overrides (``--assets.bc.steps=500``) on top of a preset.
-
-    draccus starts from a config file when given one, so the preset is encoded to a temporary JSON
-    file; fields the command line does not name keep the preset's values, except in a section whose
-    ``type`` the command line changes (``--env.type=lerobot``): that one starts from its defaults, as
-    LeRobot's ``--env.type`` does. ``--agent`` is short for ``--rl.agent.kind``.
-    """
-    args = sys.argv[1:] if args is None else list(args)
-    resolved = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = ALIASES.get(key, key)
-        resolved.append(key + sep + value)
-        name = key.removeprefix("--").removesuffix(".type")
-        section = getattr(preset, name, None) if key.endswith(".type") and "." not in name else None
-        if dataclasses.is_dataclass(section) and getattr(section, "type", value) != value:
-            preset = dataclasses.replace(preset, **{name: type(section)()})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "preset.json"
-        path.write_text(json.dumps(draccus.encode(preset)))
-        return draccus.parse(config_class=type(preset), config_path=path, args=resolved)
+    """The recipe's command line over ``preset`` (:func:`~tmrl_vla.config_tools.parse_config`);
+    ``--agent`` is short for ``--rl.agent.kind``."""
+    return parse_config(preset, args, ALIASES)
 
 
 def train(cfg: FinetuneConfig) -> dict:

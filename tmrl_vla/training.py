@@ -243,7 +243,7 @@ class SupervisedLoop:
                     row |= out.metrics()
                     append_metrics(self.metrics_path, row)
                     self.on_row(row)
-                    bar.set_postfix(loss=f"{row[f'{self.name}/loss']:.4f}")
+                    bar.set_postfix(_bar_losses(row, self.name), refresh=False)
                 recent = []
             if self.step % self.save_every == 0 and self.step < self.steps:
                 self.save()
@@ -258,3 +258,11 @@ class SupervisedLoop:
                 self.state_path.unlink(missing_ok=True)
         self.barrier()
         return LoopResult(losses=losses, seconds=seconds)
+
+
+def _bar_losses(row: dict, name: str) -> dict[str, str]:
+    """The bar's postfix: the loss, and any finer losses of the row (CSP's per sigma bucket, as
+    ``sigma_0.00-0.25``), each with its name's prefix dropped."""
+    prefix = f"{name}/loss_"
+    shown = {"loss": row[f"{name}/loss"]} | {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+    return {k: f"{v:.4f}" for k, v in shown.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.repocard import metadata_load
 from safetensors.torch import load_file
 from torch import nn
 
@@ -145,7 +146,9 @@ def test_the_card_holds_the_csp_section(fresh, tmp_path):
     card = (out / "README.md").read_text()
     start, end = card.index("<!-- tmrl_vla:csp -->"), card.index("<!-- /tmrl_vla:csp -->")
     section = card[start:end]
-    assert "## CSP adapter (tmrl_vla)" in section
+    assert "# CSP adapter for a smolvla policy" in section
+    assert "More Information Needed" not in card  # PEFT's empty template is not left behind
+    assert card.startswith("---\nlibrary_name: lerobot\npipeline_tag: robotics\n")
     # no repo id: a placeholder, never the directory (a path of this machine, maybe a temporary one)
     assert 'CSPPolicy.from_pretrained("path/or/repo_id/of/this/adapter", base=policy)' in section
     assert str(out) not in card
@@ -236,8 +239,10 @@ def test_an_adapter_names_its_base_as_the_user_did_and_rebuilds_it(tiny_base_pol
     )
     assert json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/tiny-base"
     card = (directory / "README.md").read_text()
-    assert 'load_lerobot_policy("someone/tiny-base")' in card
+    assert "--policy.path=someone/tiny-base --csp.path=" in card
+    assert 'CSPPolicy.from_pretrained("path/or/repo_id/of/this/adapter")  # loads the base it names' in card
     assert str(tmp_path) not in card and str(tiny_base_policy) not in card  # no path of this machine
+    assert metadata_load(directory / "README.md")["base_model"] == "someone/tiny-base"
 
     rebuilt = CSPPolicy.from_pretrained(directory)  # no base=: the recorded one is loaded
     assert rebuilt.base_hash == csp.base_hash
@@ -304,3 +309,35 @@ def test_lerobots_own_loader_runs_the_adapter_as_the_csp_policy_at_sigma_zero(
     assert torch.equal(ours, theirs)
     bare, _, _ = load_lerobot_policy("someone/tiny-base")  # the base alone: the adapter does change actions
     assert not torch.equal(ours, bare.predict_action_chunk(pre(dict(raw)), noise=noise))
+
+
+def test_the_card_front_matter_names_hub_ids_only_and_keeps_what_a_person_wrote(tiny_base_policy, tmp_path):
+    from tmrl_vla.policies import load_lerobot_policy
+
+    policy, _, _ = load_lerobot_policy(tiny_base_policy)  # a local directory: not named in the card
+    csp = CSPPolicy.from_base(policy, CSPConfig(noise_scale="none"))
+    csp.datasets = ["someone/demos"]
+    out = csp.save_pretrained(tmp_path / "adapter", repo_id="someone/csp")
+    meta = metadata_load(out / "README.md")
+    assert meta == {
+        "library_name": "lerobot",
+        "pipeline_tag": "robotics",
+        "tags": ["lerobot", "robotics", "csp", "tmrl", "lora", "smolvla"],
+        "datasets": ["someone/demos"],
+    }
+    card = (out / "README.md").read_text()
+    assert str(tiny_base_policy) not in card and "--policy.path=path/to/the/base" in card
+    assert "lerobot-eval --policy.path=someone/csp --policy.use_peft=true" in card
+
+    (out / "README.md").write_text(
+        card.replace("<!-- /tmrl_vla:csp -->", "<!-- /tmrl_vla:csp -->\n\nNotes by a person.\n")
+    )
+    metadata = metadata_load(out / "README.md") | {"license": "apache-2.0"}
+    from huggingface_hub.repocard import metadata_save
+
+    metadata_save(out / "README.md", metadata)
+    csp.save_pretrained(out, repo_id="someone/csp")  # saved again
+    again = (out / "README.md").read_text()
+    assert "Notes by a person." in again and again.count("<!-- tmrl_vla:csp -->") == 1
+    assert metadata_load(out / "README.md")["license"] == "apache-2.0"
+    assert "More Information Needed" not in again

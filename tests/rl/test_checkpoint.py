@@ -9,8 +9,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from tmrl_vla.config_tools import config_differences
 from tmrl_vla.rl import checkpoint
-from tmrl_vla.rl.checkpoint import complete_checkpoints, config_differences, latest_checkpoint, refuse_existing_run
+from tmrl_vla.rl.checkpoint import complete_checkpoints, latest_checkpoint, refuse_existing_run
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
 
 # ---------------------------------------------------------------------------------- which checkpoints count

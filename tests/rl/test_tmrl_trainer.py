@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from tmrl_vla.config_tools import config_differences
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
-from tmrl_vla.rl.checkpoint import config_differences
 from tmrl_vla.rl.config import AgentConfig, SACConfig, TMRLConfig
 from tmrl_vla.rl.trainer import TMRLTrainer
 

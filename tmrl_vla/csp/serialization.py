@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.repocard import metadata_load, metadata_save
+from huggingface_hub.utils import validate_repo_id
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -118,8 +121,13 @@ def save_adapter(csp: CSPPolicy, directory: str | Path, *, repo_id: str | None =
     # PEFT's own record of the base, which LeRobot's PEFT loading (make_policy, use_peft=True) reads
     peft_config = csp.peft_model.peft_config["default"]
     peft_config.base_model_name_or_path, peft_config.revision = base["name_or_path"], base["revision"]
+    readme = directory / "README.md"
+    kept = readme.read_text() if readme.exists() else None  # a person's text; PEFT's save rewrites the card
     with csp.lora_wrappers_in_place():  # while merged, the LoRA weights live in the swapped-out wrappers
         csp.peft_model.save_pretrained(directory)
+    readme.unlink(missing_ok=True)  # PEFT's template ("More Information Needed"): ours replaces it
+    if kept is not None:
+        readme.write_text(kept)
     state = {k: v.contiguous() for k, v in csp.sigma_embedding.state_dict().items()}
     save_file(state, directory / SIGMA_EMBEDDING_FILE)
     meta = {
@@ -152,15 +160,25 @@ def write_lerobot_files(csp: CSPPolicy, directory: Path, base: dict) -> None:
 
 
 def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> None:
-    """Fill ``hub_cards/csp_adapter.md`` from ``meta`` into the directory's README (kept outside our section)."""
+    """Fill ``hub_cards/csp_adapter.md`` from ``meta`` into the directory's README (text a person wrote
+    outside our section is kept) and set its YAML front matter. Names only what travels with the
+    adapter: Hub repo ids, never a path of the machine it was saved on."""
     c = CSPConfig.from_dict(meta["csp"])
     segments = [s for s in ("image", "language", "state") if getattr(c, f"noise_{s}")]
     scale = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c.segment_scale.items()))
+    base = meta["base_model"]
+    base_id = hub_name(base["name_or_path"])
+    datasets = [d for d in meta.get("datasets", []) if hub_name(d)]
     section = render_card(
         "csp_adapter.md",
-        policy_type=meta["base_model"]["policy_type"],
-        base_model=meta["base_model"]["name_or_path"] or "built in memory (not recorded)",
-        weights_hash=meta["base_model"]["weights_hash"],
+        policy_type=base["policy_type"],
+        base_title=f"`{base_id}`" if base_id else f"a {base['policy_type']} policy",
+        base_ref=f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else "(a local checkpoint)",
+        base_argument="" if base_id else ", base=policy",
+        base_comment="loads the base it names" if base_id else "pass the base checkpoint it was trained on",
+        base_flag=base_id or "path/to/the/base",
+        datasets_ref=", ".join(f"`{d}`" for d in datasets) or "a LeRobot dataset",
+        weights_hash=base["weights_hash"],
         repo_id=repo_id or "path/or/repo_id/of/this/adapter",
         beta_start=c.beta_start,
         beta_end=c.beta_end,
@@ -173,7 +191,27 @@ def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> N
         lora_alpha=c.lora_alpha,
         versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
     )
-    update_card(directory / "README.md", section)
+    readme = directory / "README.md"
+    update_card(readme, section)
+    front = {
+        "library_name": "lerobot",
+        "pipeline_tag": "robotics",
+        "tags": ["lerobot", "robotics", "csp", "tmrl", "lora", base["policy_type"]],
+        **({"base_model": base_id} if base_id else {}),
+        **({"datasets": datasets} if datasets else {}),
+    }
+    metadata_save(readme, (metadata_load(readme) or {}) | front)
+
+
+def hub_name(name: str | None) -> str | None:
+    """``name`` if it reads as a Hub repo id and is not a directory here, else None."""
+    if not name or Path(name).exists():
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
 
 
 def push_adapter(csp: CSPPolicy, repo_id: str, *, private: bool | None = None) -> str:

@@ -108,8 +108,10 @@ def train_csp(
     checkpoints: bool = False,
     on_row=None,
     on_export=None,
+    base_revision: str | None = None,
 ) -> dict:
-    """Train a CSP adapter for the LeRobot checkpoint ``base_policy_dir`` (a directory or Hub repo id).
+    """Train a CSP adapter for the LeRobot checkpoint ``base_policy_dir`` (a directory, or a Hub repo
+    id at ``base_revision``).
 
     ``checkpoints=False``: the adapter is written to ``out_dir`` at the end (resumable state in
     ``out_dir/train_state.pt`` meanwhile). ``checkpoints=True``: LeRobot's layout, every checkpoint
@@ -121,7 +123,7 @@ def train_csp(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     log = log if accelerator.is_main_process else (lambda *_: None)
-    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, dataset, config)
+    policy, preprocessor, demos = _load_base_and_demos(accelerator, base_policy_dir, base_revision, dataset, config)
     csp, optimizer, scheduler = _make_adapter(config, policy, preprocessor, demos, log)
     csp.datasets = [dataset.repo_id]
     generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
@@ -158,20 +160,18 @@ def train_csp(
         "csp_train_seconds": result.seconds,
         "csp_steps_per_second": len(result.losses) / result.seconds if result.seconds > 0 else float("nan"),
         "num_processes": accelerator.num_processes,
+        "steps": loop.step,
         "segment_scale": csp.config.segment_scale,
         "csp": csp,
     }
 
 
 def _make_accelerator(out_dir: str | Path):
-    """``(accelerator, out_dir)``, the folder made by the main process."""
+    """``(accelerator, out_dir)``; the folder is made once the inputs are checked (by the loop)."""
     # Some adapter weights get no gradient (e.g. LoRA on the VLM's last query projection, whose
     # output SmolVLA never reads), which DDP must be told about.
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    out_dir = Path(out_dir)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    return accelerator, out_dir
+    return accelerator, Path(out_dir)
 
 
 def _batches(config: CSPTrainConfig, demos, generator: torch.Generator, start_step: int, accelerator):
@@ -195,11 +195,11 @@ def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generat
     return compute_loss
 
 
-def _load_base_and_demos(accelerator, base_policy_dir: str | Path, dataset: DatasetConfig, config: CSPTrainConfig):
+def _load_base_and_demos(accelerator, base: str | Path, revision: str | None, dataset: DatasetConfig, config):
     """``(policy, preprocessor, demos)``: the base policy on this process's device and the demos it
     trains on, checked to fit each other before anything is trained or written."""
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)  # safetensors rejects "cpu:0"
-    policy, preprocessor, _ = load_lerobot_policy(base_policy_dir, device=device)
+    policy, preprocessor, _ = load_lerobot_policy(base, device=device, revision=revision)
     if config.data_loader == "memory":
         if dataset.image_transforms.enable:
             raise ValueError("image transforms need data_loader='stream' (the in-memory path applies none)")

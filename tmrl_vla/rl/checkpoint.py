@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tmrl_vla.config_tools import config_differences
 from tmrl_vla.metrics import keep_metrics_until
 from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.distributed import barrier
@@ -53,36 +54,6 @@ def refuse_existing_run(run_dir: str | Path) -> None:
         raise FileExistsError(
             f"{run_dir} already holds a TMRL run; resume it (--resume) or choose another output directory"
         )
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    """Nested config dicts -> {"sac.gamma": 0.99, ...}, so a difference names the field itself."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(
-    saved: dict, mine: dict, defaults: dict | None = None, ignore: tuple[str, ...] = ("total_decisions",)
-) -> list[str]:
-    """'field (saved vs now)' for every field (dotted, e.g. ``agent.hidden``) that differs, except ``ignore``.
-
-    Both sides are compared as JSON (a tuple equals the list it is saved as). A field the saved
-    config lacks, e.g. one added to the library after the checkpoint was written, counts as its
-    value in ``defaults``: new options default to the old behaviour, so such a run still resumes.
-    """
-    saved, mine = (_flatten(json.loads(json.dumps(c))) for c in (saved, mine))
-    if defaults is not None:
-        saved = _flatten(json.loads(json.dumps(defaults))) | saved
-    return [
-        f"{k} ({saved.get(k)!r} vs {mine.get(k)!r})"
-        for k in sorted(set(saved) | set(mine))
-        if k not in ignore and saved.get(k) != mine.get(k)
-    ]
 
 
 def capture(trainer: TMRLTrainer) -> dict:
