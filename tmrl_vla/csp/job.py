@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +65,9 @@ class TrainCSPJob(CSPTrainConfig):
     policy: BasePolicy = field(default_factory=BasePolicy)  # the frozen VLA the adapter is trained on
     # The LeRobotDataset to train on (--dataset.repo_id, --dataset.root, --dataset.episodes,
     # --dataset.image_transforms.enable, ...), read as lerobot-train reads it.
-    dataset: DatasetConfig = field(default_factory=lambda: DatasetConfig(repo_id=""))
+    # Videos decode with pyav unless --dataset.video_backend=torchcodec: pyav always loads, torchcodec
+    # needs FFmpeg libraries of the system (where they are missing, LeRobot prints a traceback per process).
+    dataset: DatasetConfig = field(default_factory=lambda: DatasetConfig(repo_id="", video_backend="pyav"))
     output_dir: str | None = None  # where checkpoints and metrics go; None: outputs/train_csp/<date>/<time>
     resume: bool = False  # continue the run in output_dir from checkpoints/last
     wandb: WandBConfig = field(default_factory=WandBConfig)  # LeRobot's Weights & Biases settings (--wandb.enable)
@@ -140,12 +141,23 @@ def train(job: TrainCSPJob) -> dict:
 
             def save(folder: Path) -> None:
                 save_adapter(result["csp"], folder, repo_id=job.hub.repo_id)
-                shutil.copy2(final / JOB_CONFIG_FILE, folder / JOB_CONFIG_FILE)
+                (folder / JOB_CONFIG_FILE).write_text(json.dumps(shareable(job), indent=2))
 
             message = f"Upload CSP adapter ({result['steps']} steps)"
             result["commit_url"] = push_to_hub(save, job.hub.repo_id, private=job.hub.private, message=message)
             print(f"pushed to {result['commit_url']}")
     return result
+
+
+def shareable(job: TrainCSPJob) -> dict:
+    """The job's config as pushed to the Hub: the paths of this machine (output directory, dataset
+    root, a base given as a directory) are left out; repo ids stay."""
+    config = draccus.encode(job)
+    config["output_dir"] = None
+    config["dataset"]["root"] = None
+    if Path(job.policy.path).exists():
+        config["policy"]["path"] = None
+    return config
 
 
 def wandb_logger(job: TrainCSPJob, out: Path):
