@@ -54,7 +54,9 @@ class CSPTrainConfig:
     # Batches whose token RMS per prefix segment sets the noise scale (noise_scale="segment" without
     # a fixed segment_scale); the same batches on every process.
     calibration_batches: int = 4
-    save_every: int = 500  # checkpoint to <out>/train_state.pt every this many steps (resumable)
+    # A resumable checkpoint every this many steps: <out>/train_state.pt, or with the train_csp recipe a
+    # <out>/checkpoints/<step> directory whose pretrained_model/ is a loadable adapter.
+    save_every: int = 500
     log_every: int = 50  # a metrics.jsonl row (mean loss since the last row, lr, loss per sigma bucket)
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
     # Where batches come from. "stream": LeRobot's LeRobotDataset and DataLoader decode each batch's
