@@ -150,3 +150,22 @@ def test_push_to_hub_uploads_the_adapter_with_its_card_and_no_local_paths(
 def test_the_default_job_is_refused_with_what_to_pass():
     with pytest.raises(ValueError, match="--policy.path is required"):
         train(TrainCSPJob())
+
+
+@pytest.mark.parametrize("what", ["policy", "dataset"])
+def test_absent_repo_ids_say_how_to_fix_and_write_nothing(
+    tmp_path, tiny_base_policy, tiny_video_demos, what, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    config, root, _ = tiny_video_demos
+    out = tmp_path / "run"
+    if what == "policy":
+        args = ["--policy.path=someone/absent-policy", f"--dataset.repo_id={config.repo_id}", f"--dataset.root={root}"]
+        match = "not in the local Hub cache.*huggingface-cli download someone/absent-policy"
+    else:
+        args = [f"--policy.path={tiny_base_policy}", "--dataset.repo_id=someone/absent-data"]
+        match = "No LeRobot dataset 'someone/absent-data'.*--dataset.root="
+    with pytest.raises(FileNotFoundError, match=match):
+        train(parse_args(args=[*args, f"--output_dir={out}", "--steps=1"]))
+    assert not out.exists()

@@ -18,12 +18,15 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from PIL import Image
 
+from tmrl_vla.data.stream import open_metadata
+
 
 class InMemoryDemos:
     """Frames of a LeRobotDataset as tensors: images uint8 (N, 3, H, W), vectors float32 (N, D)."""
 
     def __init__(self, repo_id: str, root: str | Path, *, chunk_size: int) -> None:
 
+        open_metadata(repo_id, root)  # a clear error if there is no such dataset
         dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
         self.meta = dataset.meta
         self.chunk_size = chunk_size

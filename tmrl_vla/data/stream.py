@@ -16,13 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
 from lerobot.configs.default import DatasetConfig
 from lerobot.datasets import EpisodeAwareSampler, compute_sampler_state
 from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.transforms import ImageTransforms
+from lerobot.utils.constants import HF_LEROBOT_HOME
 from torch.utils.data import DataLoader, default_collate
 
 
@@ -37,7 +45,7 @@ class StreamedDemos:
     """A LeRobotDataset with the policy's action chunks, read batch by batch."""
 
     def __init__(self, dataset: DatasetConfig, policy_config, loader: LoaderConfig) -> None:
-        self.meta = LeRobotDatasetMetadata(dataset.repo_id, root=dataset.root, revision=dataset.revision)
+        self.meta = open_metadata(dataset.repo_id, dataset.root, dataset.revision)
         transforms = dataset.image_transforms
         self.dataset = LeRobotDataset(
             dataset.repo_id,
@@ -94,6 +102,19 @@ class StreamedDemos:
         while True:  # each pass advances the sampler's epoch
             for batch in loader:
                 yield to_float(batch, self.image_keys)
+
+
+def open_metadata(repo_id: str, root: str | Path | None, revision: str | None = None) -> LeRobotDatasetMetadata:
+    """The dataset's metadata, or an error that says where it was looked for and how to fix it."""
+    try:
+        return LeRobotDatasetMetadata(repo_id, root=root, revision=revision)
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as err:
+        where = f"at {root}" if root else f"in {HF_LEROBOT_HOME / repo_id} (LeRobot's local datasets)"
+        raise FileNotFoundError(
+            f"No LeRobot dataset {repo_id!r} {where}, and the Hub could not provide it ({type(err).__name__}). "
+            "Pass --dataset.root=<the directory holding meta/info.json>, or download it once where the Hub is "
+            f"reachable (huggingface-cli download {repo_id} --repo-type dataset)."
+        ) from err
 
 
 def chunk_timestamps(policy_config, meta) -> dict[str, list[float]] | None:
