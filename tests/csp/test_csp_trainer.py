@@ -198,3 +198,24 @@ def test_two_cpu_processes_on_a_video_dataset_end_with_equal_parameters(tmp_path
 def test_unknown_csp_option():
     with pytest.raises(ValueError, match="noise_scale"):
         CSPConfig(noise_scale="rms")
+
+
+def test_the_in_memory_path_refuses_image_transforms_rather_than_skip_them(tmp_path, tiny_demos, tiny_base_policy):
+    from lerobot.transforms import ImageTransformsConfig
+
+    config, root, _ = tiny_demos
+    dataset = DatasetConfig(
+        repo_id=config.repo_id,
+        root=str(root),
+        video_backend="pyav",
+        image_transforms=ImageTransformsConfig(enable=True),
+    )
+    with pytest.raises(ValueError, match="image transforms need data_loader='stream'"):
+        train_csp(
+            CSPTrainConfig(steps=1, data_loader="memory", **FAST),
+            base_policy_dir=tiny_base_policy,
+            dataset=dataset,
+            out_dir=tmp_path / "out",
+            progress=False,
+        )
+    assert not (tmp_path / "out").exists()

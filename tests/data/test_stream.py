@@ -78,3 +78,20 @@ def test_another_seed_reads_another_order(tiny_demos):
     a = first_batches(streamed(tiny_demos, seed=0), 0, 1)[0]["index"]
     b = first_batches(streamed(tiny_demos, seed=1), 0, 1)[0]["index"]
     assert not torch.equal(a, b)
+
+
+def test_lerobots_image_transforms_apply_to_streamed_batches(tiny_demos):
+    from lerobot.transforms import ImageTransformsConfig
+
+    config, root, _ = tiny_demos
+    transforms = ImageTransformsConfig(enable=True, max_num_transforms=3, random_order=False)
+    dataset = DatasetConfig(repo_id=config.repo_id, root=str(root), video_backend="pyav", image_transforms=transforms)
+    policy_config = make_tiny_smolvla().config
+    augmented = StreamedDemos(dataset, policy_config, LoaderConfig(batch_size=4, num_workers=0, seed=0))
+    plain = streamed(tiny_demos)
+    index = torch.tensor([0, 9, 40])
+    torch.manual_seed(0)
+    got, want = augmented.batch(index), plain.batch(index)
+    key = "observation.images.front"
+    assert got[key].shape == want[key].shape and not torch.equal(got[key], want[key])
+    assert torch.equal(got["action"], want["action"])

@@ -32,7 +32,7 @@ def run_bench(capsys, monkeypatch):
             torch.set_rng_state(rng)
         lines = capsys.readouterr().out.strip().splitlines()
         assert json.loads(lines[-1]) == returned  # the printed last line is what main returns
-        medians = {m[1]: float(m[2]) for m in (re.fullmatch(r"(\w+)\s+median ([\d.]+) ms", s) for s in lines) if m}
+        medians = {m[1]: float(m[2]) for m in (re.match(r"([\w.]+)\s+median ([\d.]+) ms", s) for s in lines) if m}
         return returned, medians
 
     yield run
@@ -67,3 +67,54 @@ def test_bench_critic_reports_the_ensemble_speedup(run_bench):
     assert set(ms) == {"batched", "looped"}
     assert_ratio_of(result["ensemble_speedup"], ms["looped"], ms["batched"], 3)
     assert 0.1 < result["ensemble_speedup"] < 50
+
+
+def test_bench_overhead_merged_csp_is_the_bare_policy(run_bench):
+    result, ms = run_bench("bench_overhead.py", "--repeats", "2")
+    assert result["identical_outputs_sigma_0"] and result["model"] == "tiny" and result["dtype"] == "float32"
+    assert set(ms) == {"bare", "lora", "sigma_0", "sigma_0.5", "unmerged"}
+    assert_ratio_of(result["ratio_sigma_0"], ms["sigma_0"], ms["bare"], 4)
+    assert_ratio_of(result["ratio_sigma_0_vs_lora"], ms["unmerged"], ms["lora"], 4)
+    only, ms = run_bench("bench_overhead.py", "--repeats", "1", "--variants", "bare,sigma_0")
+    assert set(ms) == {"bare", "sigma_0"} and set(only) >= {"ratio_sigma_0", "median_ms", "parameters"}
+    assert "ratio_sigma_0.5" not in only
+
+
+def test_bench_train_step_compares_csp_with_lerobots_peft(run_bench):
+    result, ms = run_bench("bench_train_step.py", "--repeats", "2")
+    assert set(ms) == {"csp", "lerobot"} and result["repeats"] == 2
+    assert_ratio_of(result["train_step_ratio"], ms["csp"], ms["lerobot"], 4)
+    # The same LoRA on both sides; CSP adds only its sigma embedding (32 features -> the expert width).
+    trainable = result["trainable_parameters"]
+    assert 0 < trainable["csp"] - trainable["lerobot"] <= 33 * 96
+    assert all(0.05 <= s <= 1 for s in result["sigma"])
+
+
+def test_bench_decision_has_no_pi0_decision_yet(run_bench):
+    with pytest.raises(SystemExit, match="prefix_inputs"):
+        run_bench("bench_decision.py", "--model", "pi0")
+
+
+def test_bench_memory_measures_one_configuration_in_process(run_bench):
+    result, _ = run_bench("bench_memory.py", "--config", "csp_train", "--calls", "1")
+    assert result["config"] == "csp_train" and result["model"] == "tiny"
+    assert result["process_peak_mb"] >= result["run_peak_mb"] > 0
+
+
+def test_bench_memory_compares_subprocess_peaks_with_the_bare_policy(run_bench, monkeypatch):
+    """The parent's summary, its subprocesses replaced by canned peaks (each would import torch)."""
+    import bench_memory
+
+    peaks = {"bare": 100.0, "csp": 101.0, "decision": 102.0, "csp_train": 110.0, "lerobot_train": 108.0}
+    calls = []
+
+    def fake(name, argv):
+        calls.append((name, argv))
+        return {"config": name, "run_peak_mb": peaks[name]}
+
+    monkeypatch.setattr(bench_memory, "run_subprocess", fake)
+    result = bench_memory.main(["--threads", "2", "--configs", "bare,csp_train,lerobot_train"])
+    assert [c[0] for c in calls] == ["bare", "csp_train", "lerobot_train"]
+    assert all(argv == ["--threads", "2"] for _, argv in calls)  # --configs is not forwarded
+    assert result["ratios"]["csp_train_ratio"] == 1.1 and result["ratios"]["csp_train_vs_lerobot"] == 1.0185
+    assert result["peak"] == "run_peak_mb"
