@@ -163,3 +163,30 @@ def test_adamw_warmup_cosine():
         scheduler.step()
     assert lrs[:3] == [0.5, 1.0, 1.0] and lrs[-1] > 0.1
     assert scheduler.get_last_lr()[0] == pytest.approx(0.1)
+
+
+def test_lerobot_checkpoint_directories_export_resume_and_keep_the_final_state(tmp_path):
+    exported = []
+
+    def export(directory):
+        directory.mkdir(parents=True)
+        (directory / "model.txt").write_text("weights")
+        exported.append(directory.parent.name)
+
+    straight = Toy()
+    want = straight.run(straight.loop(tmp_path / "straight", steps=10, save_every=4)).losses
+    toy = Toy(crash_at_call=7)
+    with pytest.raises(KeyboardInterrupt):
+        toy.run(toy.loop(tmp_path, steps=10, save_every=4, checkpoints=True, export=export, log=lambda _: None))
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["000004", "last"] and exported == ["000004.partial"]
+    resumed = Toy()
+    got = resumed.run(
+        resumed.loop(tmp_path, steps=10, save_every=4, checkpoints=True, export=export, log=lambda _: None)
+    )
+    assert got.losses == want[4:]  # the same batches from step 5 on
+    assert sorted(p.name for p in root.iterdir()) == ["000004", "000008", "000010", "last"]
+    assert (root / "last").readlink().name == "000010"
+    assert (root / "last" / "pretrained_model" / "model.txt").read_text() == "weights"
+    assert (root / "last" / "training_state" / "train_state.pt").exists()  # kept: LeRobot keeps the final state
+    assert resumed.finalized == 1 and not list(root.glob("*.partial"))

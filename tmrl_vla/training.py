@@ -243,7 +243,7 @@ class SupervisedLoop:
                     row |= out.metrics()
                     append_metrics(self.metrics_path, row)
                     self.on_row(row)
-                    bar.set_postfix(_bar_losses(row, self.name), refresh=False)
+                    bar.set_postfix(**_bar_losses(row, self.name))
                 recent = []
             if self.step % self.save_every == 0 and self.step < self.steps:
                 self.save()
