@@ -1,18 +1,21 @@
 """CSP training on the same demos stored as images or as video, read in memory or streamed: wall
 time, loop speed and peak memory, each configuration in its own process, interleaved.
 
-    python eval/bench_csp_data.py                       # 200 and 50 episodes, 200 steps, 2 rounds
+    python eval/bench_csp_data.py                       # 200 and 50 episodes, 200 steps, 2 rounds, 2 workers
     python eval/bench_csp_data.py --episodes 200 --small 50 --steps 200 --repeats 2 --out outputs/bench_csp_data
 
-Configurations (loader / storage / episodes): memory / image / N, stream / image / N, stream / video / N,
-and the same three at the small size, so that what grows with the dataset shows. The demos are the
-embedded default's (the scripted expert, seed 0), recorded once per storage and size under
-``--out``; the base policy is the embedded default's BC policy (built into the cache if missing).
+Configurations (loader / storage / episodes): in memory from images, and streamed (LeRobot's
+DataLoader with 0 and with ``--workers`` worker processes) from images and from video, at N
+episodes; in memory and streamed video also at the small size, so that what grows with the
+dataset shows. The demos are the embedded default's (the scripted expert, seed 0), recorded once
+per storage and size under ``--out``; the base policy is the embedded default's BC policy (built into the cache if missing).
 Every run trains a fresh adapter for ``--steps`` steps at the default batch (32) and seed (0), in a
-subprocess, while this process samples the resident memory of that subprocess and its DataLoader
-workers together every 0.1 s. The rounds interleave the configurations so that load drifts hit all
-of them. The last line is one JSON object: per configuration the median wall time (process start
-to exit, decoding included), loop seconds, steps per second and peak RSS over the rounds.
+subprocess, while this process samples the memory of that subprocess and its DataLoader workers
+together every 0.1 s, as PSS (proportional set size: pages the forked workers share with their
+parent are counted once, which a sum of RSS would count per process). The rounds interleave the
+configurations so that load drifts hit all of them. The last line is one JSON object: per
+configuration the median wall time (process start to exit, decoding included), loop seconds,
+steps per second and peak PSS over the rounds.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 base, repo_id, root, out, loader, steps, workers = sys.argv[1:8]
 config = CSPTrainConfig(steps=int(steps), data_loader=loader, num_workers=int(workers), log_every=int(steps),
                         save_every=10**9)
-result = train_csp(config, base_policy_dir=base, dataset=DatasetConfig(repo_id=repo_id, root=root, video_backend="pyav"),
-                   out_dir=out, progress=False, log=lambda _: None)
+dataset = DatasetConfig(repo_id=repo_id, root=root, video_backend="pyav")
+result = train_csp(config, base_policy_dir=base, dataset=dataset, out_dir=out, progress=False, log=lambda _: None)
 print(json.dumps({"loop_seconds": result["csp_train_seconds"]}))
 """
 
@@ -52,7 +55,7 @@ def record(out: Path, episodes: int, video: bool) -> tuple[str, Path]:
 
 
 def run_one(base: Path, repo_id: str, root: Path, loader: str, steps: int, workers: int, out: Path) -> dict:
-    """One training process: wall seconds, its loop seconds, and the peak RSS of it and its workers."""
+    """One training process: wall seconds, its loop seconds, and the peak PSS of it and its workers."""
     args = [sys.executable, "-c", CHILD, str(base), repo_id, str(root), str(out), loader, str(steps), str(workers)]
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -60,7 +63,7 @@ def run_one(base: Path, repo_id: str, root: Path, loader: str, steps: int, worke
     while proc.poll() is None:
         try:
             tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -69,7 +72,7 @@ def run_one(base: Path, repo_id: str, root: Path, loader: str, steps: int, worke
     if proc.returncode != 0:
         raise RuntimeError(f"training process failed ({loader}, {root})")
     loop = json.loads(stdout.strip().splitlines()[-1])["loop_seconds"]
-    return {"wall_s": wall, "loop_s": loop, "steps_per_s": steps / loop, "peak_rss_mb": peak / 2**20}
+    return {"wall_s": wall, "loop_s": loop, "steps_per_s": steps / loop, "peak_pss_mb": peak / 2**20}
 
 
 def main() -> None:
@@ -89,21 +92,28 @@ def main() -> None:
         from tmrl_vla.cache import AssetCache
 
         base = build_default_assets(AssetsConfig(), AssetCache()).policy_dir
-    configs = {}
-    for n in (args.episodes, args.small):
-        image, video = record(args.out, n, video=False), record(args.out, n, video=True)
-        configs |= {f"memory/image/{n}": ("memory", *image), f"stream/image/{n}": ("stream", *image)}
-        configs[f"stream/video/{n}"] = ("stream", *video)
+    n, small, w = args.episodes, args.small, args.workers
+    image, video = record(args.out, n, video=False), record(args.out, n, video=True)
+    small_image, small_video = record(args.out, small, video=False), record(args.out, small, video=True)
+    configs = {  # name: (loader, workers, repo_id, root)
+        f"memory/image/{n}": ("memory", 0, *image),
+        f"stream-w0/image/{n}": ("stream", 0, *image),
+        f"stream-w{w}/image/{n}": ("stream", w, *image),
+        f"stream-w0/video/{n}": ("stream", 0, *video),
+        f"stream-w{w}/video/{n}": ("stream", w, *video),
+        f"memory/image/{small}": ("memory", 0, *small_image),
+        f"stream-w{w}/video/{small}": ("stream", w, *small_video),
+    }
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     for r in range(args.repeats):
-        for name, (loader, repo_id, root) in configs.items():
+        for name, (loader, workers, repo_id, root) in configs.items():
             out = args.out / "runs" / f"{name.replace('/', '_')}_{r}"
-            runs[name].append(run_one(base, repo_id, root, loader, args.steps, args.workers, out))
+            runs[name].append(run_one(base, repo_id, root, loader, args.steps, workers, out))
             print(name, {k: round(v, 2) for k, v in runs[name][-1].items()}, flush=True)
     summary = {
         name: {key: round(statistics.median(run[key] for run in rs), 2) for key in rs[0]} for name, rs in runs.items()
     }
-    summary["settings"] = {"steps": args.steps, "batch_size": 32, "repeats": args.repeats, "workers": args.workers}
+    summary["settings"] = {"steps": args.steps, "batch_size": 32, "repeats": args.repeats}
     print(json.dumps(summary))
 
 
