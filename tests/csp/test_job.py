@@ -137,7 +137,7 @@ def test_push_to_hub_uploads_the_adapter_with_its_card_and_no_local_paths(
     )
     card_path = tmp_path / "README.md"
     card_path.write_bytes(files["README.md"])
-    assert metadata_load(card_path)["datasets"] == ["local/test_video_demos"]
+    assert "datasets" not in metadata_load(card_path)  # local/...: on disk only, no Hub page to name
     assert "lerobot-eval --policy.path=someone/tiny-csp --policy.use_peft=true" in files["README.md"].decode()
     for name in ("README.md", "train_config.json", "csp_config.json"):
         text = files[name].decode()

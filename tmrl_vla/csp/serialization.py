@@ -168,7 +168,8 @@ def write_adapter_card(directory: Path, meta: dict, *, repo_id: str | None) -> N
     scale = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c.segment_scale.items()))
     base = meta["base_model"]
     base_id = hub_name(base["name_or_path"])
-    datasets = [d for d in meta.get("datasets", []) if hub_name(d)]
+    # "local/..." is LeRobot's habit for a dataset that lives on disk only: no Hub page to link to
+    datasets = [d for d in meta.get("datasets", []) if hub_name(d) and not d.startswith("local/")]
     section = render_card(
         "csp_adapter.md",
         policy_type=base["policy_type"],
