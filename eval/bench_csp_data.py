@@ -8,14 +8,14 @@ Configurations (loader / storage / episodes): in memory from images, and streame
 DataLoader with 0 and with ``--workers`` worker processes) from images and from video, at N
 episodes; in memory and streamed video also at the small size, so that what grows with the
 dataset shows. The demos are the embedded default's (the scripted expert, seed 0), recorded once
-per storage and size under ``--out``; the base policy is the embedded default's BC policy (built into the cache if missing).
-Every run trains a fresh adapter for ``--steps`` steps at the default batch (32) and seed (0), in a
-subprocess, while this process samples the memory of that subprocess and its DataLoader workers
-together every 0.1 s, as PSS (proportional set size: pages the forked workers share with their
-parent are counted once, which a sum of RSS would count per process). The rounds interleave the
-configurations so that load drifts hit all of them. The last line is one JSON object: per
-configuration the median wall time (process start to exit, decoding included), loop seconds,
-steps per second and peak PSS over the rounds.
+per storage and size under ``--out``; the base policy is the embedded default's BC policy (built
+into the cache if missing). Every run trains a fresh adapter for ``--steps`` steps at the default
+batch (32) and seed (0), in a subprocess, while this process samples the memory of that
+subprocess and its DataLoader workers together every 0.1 s, as PSS (proportional set size: pages
+the forked workers share with their parent are counted once, which a sum of RSS would count per
+process). The rounds interleave the configurations so that load drifts hit all of them. The last
+line is one JSON object: per configuration the median wall time (process start to exit, decoding
+included), loop seconds, steps per second and peak PSS over the rounds.
 """
 
 from __future__ import annotations

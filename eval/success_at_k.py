@@ -2,6 +2,7 @@
 
     python eval/success_at_k.py                                  # the embedded default (built if missing)
     python eval/success_at_k.py --base DIR --adapter DIR --shift moved_camera --states 24 --k 12
+    python eval/success_at_k.py --compare image=A/success_at_k.json video=B/success_at_k.json --out DIR
 
 N fixed initial states x K rollouts each with fresh flow (and context) noise; Success@K is the
 fraction of states with at least one success in the first K rollouts (TMRL paper, section 4).
@@ -74,6 +75,18 @@ def plot(curves: dict[str, list[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def compare(runs: dict[str, str], out: Path) -> None:
+    """One Success@K figure of several earlier runs (curves named ``label: policy``)."""
+    summaries = {label: json.loads(Path(path).read_text()) for label, path in runs.items()}
+    curves = {
+        f"{label}: {name}": v["success_at_k"] for label, s in summaries.items() for name, v in s["policies"].items()
+    }
+    shifts = {s["shift"] for s in summaries.values()}
+    out.mkdir(parents=True, exist_ok=True)
+    plot(curves, out / "success_at_k_compare.png", f"Success@K on {', '.join(sorted(shifts))}")
+    print(f"wrote {out / 'success_at_k_compare.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, help="LeRobot policy checkpoint (default: the embedded default's)")
@@ -87,7 +100,16 @@ def main() -> None:
     parser.add_argument("--groups", default="bc,blank,csp,random", help="which of bc,blank,csp,random to run")
     parser.add_argument("--out", type=Path, default=Path("outputs/success_at_k"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="LABEL=JSON",
+        help="plot earlier runs' success_at_k.json files together (one PNG under --out), run nothing",
+    )
     args = parser.parse_args()
+    if args.compare:
+        compare(dict(item.split("=", 1) for item in args.compare), args.out)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
