@@ -27,7 +27,7 @@ def test_render_card_fills_every_field_of_the_template():
     assert {"repo_id", "lora_r", "lora_alpha", "versions"} <= template_fields("csp_adapter.md")
     text = hub.render_card("csp_adapter.md", **csp_fields(repo_id="me/adapter", lora_r=8, lora_alpha=16))
     assert text.splitlines()[0] == CSP_START and text.strip().splitlines()[-1] == CSP_END
-    assert 'CSPPolicy.from_pretrained("me/adapter", base=policy)' in text
+    assert 'CSPPolicy.from_pretrained("me/adapter"<base_argument>)' in text
     assert "| LoRA | r = 8, alpha = 16 |" in text
     assert "{" not in text.replace("```", "")  # no placeholder is left unfilled
     for name in template_fields("csp_adapter.md") - {"repo_id", "lora_r", "lora_alpha"}:
