@@ -34,9 +34,9 @@ CHILD = """
 import json, sys
 from lerobot.configs.default import DatasetConfig
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
-base, repo_id, root, out, loader, steps, workers = sys.argv[1:8]
+base, repo_id, root, out, loader, steps, workers, threads = sys.argv[1:9]
 config = CSPTrainConfig(steps=int(steps), data_loader=loader, num_workers=int(workers), log_every=int(steps),
-                        save_every=10**9)
+                        save_every=10**9, num_threads=int(threads) or None)
 dataset = DatasetConfig(repo_id=repo_id, root=root, video_backend="pyav")
 result = train_csp(config, base_policy_dir=base, dataset=dataset, out_dir=out, progress=False, log=lambda _: None)
 print(json.dumps({"loop_seconds": result["csp_train_seconds"]}))
@@ -54,9 +54,12 @@ def record(out: Path, episodes: int, video: bool) -> tuple[str, Path]:
     return config.repo_id, root
 
 
-def run_one(base: Path, repo_id: str, root: Path, loader: str, steps: int, workers: int, out: Path) -> dict:
+def run_one(
+    base: Path, repo_id: str, root: Path, loader: str, steps: int, workers: int, threads: int, out: Path
+) -> dict:
     """One training process: wall seconds, its loop seconds, and the peak PSS of it and its workers."""
     args = [sys.executable, "-c", CHILD, str(base), repo_id, str(root), str(out), loader, str(steps), str(workers)]
+    args.append(str(threads))
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak, watched = 0, psutil.Process(proc.pid)
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of training (0: torch's default)")
     parser.add_argument("--base", type=Path, help="LeRobot policy checkpoint (default: the embedded default's)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_csp_data"))
     args = parser.parse_args()
@@ -108,12 +112,12 @@ def main() -> None:
     for r in range(args.repeats):
         for name, (loader, workers, repo_id, root) in configs.items():
             out = args.out / "runs" / f"{name.replace('/', '_')}_{r}"
-            runs[name].append(run_one(base, repo_id, root, loader, args.steps, workers, out))
+            runs[name].append(run_one(base, repo_id, root, loader, args.steps, workers, args.threads, out))
             print(name, {k: round(v, 2) for k, v in runs[name][-1].items()}, flush=True)
     summary = {
         name: {key: round(statistics.median(run[key] for run in rs), 2) for key in rs[0]} for name, rs in runs.items()
     }
-    summary["settings"] = {"steps": args.steps, "batch_size": 32, "repeats": args.repeats}
+    summary["settings"] = {"steps": args.steps, "batch_size": 32, "repeats": args.repeats, "threads": args.threads}
     print(json.dumps(summary))
 
 
