@@ -98,7 +98,9 @@ def test_bench_decision_has_no_pi0_decision_yet(run_bench):
 def test_bench_memory_measures_one_configuration_in_process(run_bench):
     result, _ = run_bench("bench_memory.py", "--config", "csp_train", "--calls", "1")
     assert result["config"] == "csp_train" and result["model"] == "tiny"
-    assert result["process_peak_mb"] >= result["run_peak_mb"] > 0
+    assert result["process_peak_mb"] > 0
+    if result["run_peak_mb"] is not None:  # None where /proc/self/clear_refs cannot reset the peak
+        assert result["process_peak_mb"] >= result["run_peak_mb"] > 0
 
 
 def test_bench_memory_compares_subprocess_peaks_with_the_bare_policy(run_bench, monkeypatch):

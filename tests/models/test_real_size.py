@@ -9,7 +9,7 @@ import pytest
 import torch
 from lerobot.policies.pi0 import modeling_pi0
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy  # noqa: F401  (import cost paid at collection)
-from transformers import AutoConfig
+from transformers import AutoConfig, SmolVLMForConditionalGeneration
 
 from tmrl_vla.models import real_size
 from tmrl_vla.models.real_size import (
@@ -40,6 +40,15 @@ def test_config_holds_smolvlm2_500m_numbers():
     assert config.scale_factor == 4 and not config.tie_word_embeddings
     processor = json.loads((SMOLVLM2_500M_DIR / "processor_config.json").read_text())
     assert processor["image_seq_len"] == 64 == (512 // 16 // 4) ** 2  # the Hub processor's value
+
+
+def test_backbone_has_smolvlm2_500m_parameters_on_meta():
+    """The Hub checkpoint's model.safetensors is 2.03 GB of float32, i.e. ~507M parameters (the
+    untied 49280-row LM head included); the directory's config builds exactly that network."""
+    with torch.device("meta"):
+        backbone = SmolVLMForConditionalGeneration(AutoConfig.from_pretrained(SMOLVLM2_500M_DIR))
+    total = sum(p.numel() for p in backbone.parameters())
+    assert 2.0e9 < 4 * total < 2.06e9, total
 
 
 def test_smolvla_has_450m_parameters_on_meta():
