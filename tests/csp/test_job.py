@@ -169,3 +169,16 @@ def test_absent_repo_ids_say_how_to_fix_and_write_nothing(
     with pytest.raises(FileNotFoundError, match=match):
         train(parse_args(args=[*args, f"--output_dir={out}", "--steps=1"]))
     assert not out.exists()
+
+
+def test_a_resume_may_change_how_long_and_how_it_reports_but_not_what_it_trains(tmp_path):
+    import draccus
+
+    base = ["--policy.path=a/b", "--dataset.repo_id=a/b", f"--output_dir={tmp_path}"]
+    last = tmp_path / "checkpoints" / "last" / "pretrained_model"
+    last.mkdir(parents=True)
+    (last / "train_config.json").write_text(json.dumps(draccus.encode(parse_args(args=base))))
+    allowed = ["--resume=true", "--steps=9000", "--num_workers=8", "--wandb.enable=true", "--push_to_hub=true"]
+    assert check_job(parse_args(args=[*base, *allowed, "--hub.repo_id=me/csp"])) == tmp_path
+    with pytest.raises(ValueError, match=r"csp.lora_r \(16 vs 8\)"):
+        check_job(parse_args(args=[*base, "--resume=true", "--csp.lora_r=8"]))

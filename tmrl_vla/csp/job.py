@@ -23,6 +23,7 @@ from pathlib import Path
 
 import draccus
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from huggingface_hub.utils import validate_repo_id
 from lerobot.configs.default import DatasetConfig, WandBConfig
 
@@ -44,6 +45,12 @@ RESUMABLE_CHANGES = (
     "resume",
     "output_dir",
     "push_to_hub",
+    "hub.repo_id",
+    "hub.private",
+    *(
+        f"wandb.{name}"
+        for name in ("enable", "disable_artifact", "project", "entity", "notes", "run_id", "mode", "add_tags")
+    ),
     "dataset.video_backend",
 )
 
@@ -95,7 +102,7 @@ def check_job(job: TrainCSPJob) -> Path:
         if not job.hub.repo_id:
             raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
         validate_repo_id(job.hub.repo_id)
-    out = Path(job.output_dir or Path("outputs/train_csp") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    out = Path(job.output_dir or default_output_dir())
     last = out / CHECKPOINTS / LAST / PRETRAINED
     if job.resume:
         if not last.is_dir():
@@ -113,6 +120,14 @@ def check_job(job: TrainCSPJob) -> Path:
             "--output_dir."
         )
     return out
+
+
+def default_output_dir() -> str:
+    """``outputs/train_csp/<date>/<time>`` as the main process reads the clock, the same on every process."""
+    stamp = [datetime.now().strftime("%Y-%m-%d/%H-%M-%S")]
+    if PartialState().num_processes > 1:
+        broadcast_object_list(stamp)  # two processes may read the clock on either side of a second
+    return f"outputs/train_csp/{stamp[0]}"
 
 
 def train(job: TrainCSPJob) -> dict:
