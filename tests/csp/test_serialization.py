@@ -341,3 +341,16 @@ def test_the_card_front_matter_names_hub_ids_only_and_keeps_what_a_person_wrote(
     assert "Notes by a person." in again and again.count("<!-- tmrl_vla:csp -->") == 1
     assert metadata_load(out / "README.md")["license"] == "apache-2.0"
     assert "More Information Needed" not in again
+
+
+def test_weights_hash_is_the_sha256_of_every_tensors_bytes_in_name_order():
+    """The recorded hashes of saved adapters stay valid: the same bytes, read without copying them."""
+    import hashlib
+
+    from tmrl_vla.csp.serialization import weights_hash
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).to(torch.bfloat16)
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):  # includes a 0-dim buffer
+        h.update(name.encode() + tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert weights_hash(module) == h.hexdigest()[:16]

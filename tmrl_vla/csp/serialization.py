@@ -46,7 +46,8 @@ def weights_hash(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         # flattened first: a 0-dim tensor (a scalar buffer) has no byte view; other tensors' bytes are unchanged
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        # sha256 reads the array's buffer: no copy of its bytes (~1 GB at pi0 size with .tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()[:16]
 
 
