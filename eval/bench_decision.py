@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 
-from benchlib import csp_and_plain_lora, interleaved, latency_args, make_setup, ratio, tmrl_actor
+from benchlib import csp_and_plain_lora, interleaved, latency_args, make_setup, ratio, run_settings, tmrl_actor
 
 
 def _options(parser) -> None:
@@ -63,12 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["decision_vs_lora_ratio"] = ratio(med["decision"], med["lora"])
     result |= {
         **timings.summary("bare"),
-        "repeats": args.repeats,
-        "batch": args.batch,
-        "threads": args.threads,
         "image_grid": grid,
         "heads": list(heads),
-        **setup.describe(),
+        **run_settings(args, setup),
     }
     print(json.dumps(result))
     return result

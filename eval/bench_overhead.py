@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 import torch
-from benchlib import calibrated_csp, csp_and_plain_lora, interleaved, latency_args, make_setup, ratio
+from benchlib import calibrated_csp, csp_and_plain_lora, interleaved, latency_args, make_setup, ratio, run_settings
 
 VARIANTS = ("bare", "lora", "sigma_0", "sigma_0.5", "unmerged")
 REAL_SIZE_VARIANTS = ("bare", "sigma_0")
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     result |= {
         "identical_outputs_sigma_0": True,
         **timings.summary("bare"),
-        "repeats": args.repeats,
-        "batch": args.batch,
-        "threads": args.threads,
-        **setup.describe(),
+        **run_settings(args, setup),
     }
     print(json.dumps(result))
     return result

@@ -35,6 +35,7 @@ from benchlib import (
     lerobot_train_step,
     make_setup,
     ratio,
+    run_settings,
     training_sigma,
 )
 
@@ -61,10 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         **timings.summary("lerobot"),
         "trainable_parameters": trainable,
         "sigma": [round(float(s), 4) for s in sigma],
-        "repeats": args.repeats,
-        "batch": args.batch,
-        "threads": args.threads,
-        **setup.describe(),
+        **run_settings(args, setup),
     }
     print(json.dumps(result))
     return result

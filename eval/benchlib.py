@@ -41,6 +41,11 @@ class Setup:
         return {"model": self.model, "device": self.device, "dtype": self.dtype, "parameters": params}
 
 
+def run_settings(args, setup) -> dict:
+    """What every latency benchmark's JSON line records of its run: repeats, batch, threads and the model."""
+    return {"repeats": args.repeats, "batch": args.batch, "threads": args.threads, **setup.describe()}
+
+
 def tiny_policy_and_batch(batch_size: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """A random tiny SmolVLA (latency does not depend on the weights) and one preprocessed batch."""
     from lerobot.policies.factory import make_pre_post_processors
