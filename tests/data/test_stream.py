@@ -95,3 +95,14 @@ def test_lerobots_image_transforms_apply_to_streamed_batches(tiny_demos):
     key = "observation.images.front"
     assert got[key].shape == want[key].shape and not torch.equal(got[key], want[key])
     assert torch.equal(got["action"], want["action"])
+
+
+@pytest.mark.parametrize("reader", ["memory", "stream"])
+def test_an_absent_dataset_says_where_it_was_looked_for(tmp_path, monkeypatch, reader):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    root = tmp_path / "nothing_here"
+    with pytest.raises(FileNotFoundError, match=f"No LeRobot dataset 'someone/absent' at {root}.*--dataset.root="):
+        if reader == "memory":
+            InMemoryDemos("someone/absent", root, chunk_size=CHUNK)
+        else:
+            StreamedDemos(DatasetConfig(repo_id="someone/absent", root=str(root)), make_tiny_smolvla().config, None)

@@ -28,31 +28,13 @@ from huggingface_hub.utils import validate_repo_id
 from lerobot.configs.default import DatasetConfig, WandBConfig
 
 from tmrl_vla.config_tools import config_differences, parse_config
-from tmrl_vla.csp.serialization import save_adapter
+from tmrl_vla.csp.serialization import hub_name, save_adapter
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 from tmrl_vla.hub import push_to_hub
 from tmrl_vla.training import CHECKPOINTS, LAST, PRETRAINED
 
 JOB_CONFIG_FILE = "train_config.json"  # the job's config, beside each checkpoint's adapter (as lerobot-train's)
 ALIASES = {"--save_freq": "--save_every", "--log_freq": "--log_every"}
-# What a resumed run may change: how long it runs, how it reads and reports, where it publishes.
-RESUMABLE_CHANGES = (
-    "steps",
-    "num_workers",
-    "num_threads",
-    "log_every",
-    "save_every",
-    "resume",
-    "output_dir",
-    "push_to_hub",
-    "hub.repo_id",
-    "hub.private",
-    *(
-        f"wandb.{name}"
-        for name in ("enable", "disable_artifact", "project", "entity", "notes", "run_id", "mode", "add_tags")
-    ),
-    "dataset.video_backend",
-)
 
 
 @dataclass(frozen=True)
@@ -65,6 +47,15 @@ class BasePolicy:
 class HubTarget:
     repo_id: str | None = None  # where --push_to_hub=true uploads the final adapter (user/name)
     private: bool | None = None  # create the repo private; None: the Hub's default
+
+
+# What a resumed run may change: how long it runs, how it reads and reports, where it publishes.
+RESUMABLE_CHANGES = (
+    *("steps", "num_workers", "num_threads", "log_every", "save_every", "resume", "output_dir", "push_to_hub"),
+    "dataset.video_backend",
+    *(f"wandb.{f.name}" for f in dataclasses.fields(WandBConfig)),
+    *(f"hub.{f.name}" for f in dataclasses.fields(HubTarget)),
+)
 
 
 @dataclass(frozen=True)
@@ -170,8 +161,7 @@ def shareable(job: TrainCSPJob) -> dict:
     config = draccus.encode(job)
     config["output_dir"] = None
     config["dataset"]["root"] = None
-    if Path(job.policy.path).exists():
-        config["policy"]["path"] = None
+    config["policy"]["path"] = hub_name(job.policy.path)  # as the adapter's card names it
     return config
 
 

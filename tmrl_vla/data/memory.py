@@ -18,7 +18,7 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from PIL import Image
 
-from tmrl_vla.data.stream import open_metadata
+from tmrl_vla.data.stream import explain_missing_dataset
 
 
 class InMemoryDemos:
@@ -26,8 +26,8 @@ class InMemoryDemos:
 
     def __init__(self, repo_id: str, root: str | Path, *, chunk_size: int) -> None:
 
-        open_metadata(repo_id, root)  # a clear error if there is no such dataset
-        dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
+        with explain_missing_dataset(repo_id, root):
+            dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
         self.meta = dataset.meta
         self.chunk_size = chunk_size
         self.image_keys = list(dataset.meta.camera_keys)

@@ -15,6 +15,7 @@ The order is LeRobot's: an ``EpisodeAwareSampler`` whose permutation is a pure f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +107,16 @@ class StreamedDemos:
 
 def open_metadata(repo_id: str, root: str | Path | None, revision: str | None = None) -> LeRobotDatasetMetadata:
     """The dataset's metadata, or an error that says where it was looked for and how to fix it."""
-    try:
+    with explain_missing_dataset(repo_id, root):
         return LeRobotDatasetMetadata(repo_id, root=root, revision=revision)
+
+
+@contextmanager
+def explain_missing_dataset(repo_id: str, root: str | Path | None) -> Iterator[None]:
+    """Turn the Hub's errors for a dataset that is neither on disk nor reachable into one that says
+    where it was looked for and how to fix it (around whatever opens the dataset)."""
+    try:
+        yield
     except (OfflineModeIsEnabled, LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as err:
         where = f"at {root}" if root else f"in {HF_LEROBOT_HOME / repo_id} (LeRobot's local datasets)"
         raise FileNotFoundError(
