@@ -210,27 +210,60 @@ def local_hub(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
+def hub_repos():
+    """What ``fake_hub`` holds: ``{repo_id: {path in the repo: bytes}}``, kept across the pushes of one
+    test. A test may edit it, as a person editing a file on the Hub would."""
+    return {}
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path, hub_repos):
     """Pushes intercepted at the ``huggingface_hub.HfApi`` boundary, nothing sent: a list of the calls,
     ``{"call": "create_repo", "repo_id", **kwargs}`` and ``{"call": "upload_folder", **kwargs,
-    "files": {relative path: bytes}}`` (the folder's contents at upload time). Commits get oid c0ffee."""
+    "files": {relative path: bytes}}`` (what the folder uploads at that time, after ``allow_patterns``
+    and ``ignore_patterns`` as huggingface_hub applies them). Uploads are kept in ``hub_repos``, and
+    ``HfApi.hf_hub_download`` serves files from there (one the repo lacks raises the Hub's 404 error,
+    ``RemoteEntryNotFoundError``); downloads are not listed in the calls. Commits get oid c0ffee."""
     from pathlib import Path
 
+    import httpx
     from huggingface_hub import CommitInfo, HfApi, RepoUrl
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 
     calls = []
 
     def create_repo(self, repo_id, **kwargs):
         calls.append({"call": "create_repo", "repo_id": repo_id, **kwargs})
+        hub_repos.setdefault(repo_id, {})
         return RepoUrl(f"https://huggingface.co/{repo_id}")
 
     def upload_folder(self, **kwargs):
         folder = Path(kwargs["folder_path"])
-        files = {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+        names = sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file())
+        ignore = kwargs.get("ignore_patterns") or []
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+        kept = filter_repo_objects(
+            names, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=ignore + DEFAULT_IGNORE_PATTERNS
+        )
+        files = {name: (folder / name).read_bytes() for name in kept}
+        hub_repos.setdefault(kwargs["repo_id"], {}).update(files)
         calls.append({"call": "upload_folder", **kwargs, "files": files})
         url = f"https://huggingface.co/{kwargs['repo_id']}/commit/c0ffee"
         return CommitInfo(commit_url=url, commit_message=kwargs["commit_message"], commit_description="", oid="c0ffee")
 
+    def hf_hub_download(self, repo_id, filename, *, local_dir=None, **kwargs):
+        url = f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
+        if filename not in hub_repos.get(repo_id, {}):
+            response = httpx.Response(404, request=httpx.Request("HEAD", url))
+            raise RemoteEntryNotFoundError(f"404 Client Error: entry not found for url: {url}", response=response)
+        target = Path(local_dir or tmp_path / "fake_hub_downloads") / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(hub_repos[repo_id][filename])
+        return str(target)
+
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "hf_hub_download", hf_hub_download)
     return calls

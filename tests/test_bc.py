@@ -28,7 +28,7 @@ def test_bc_writes_a_loadable_lerobot_checkpoint(tiny_demos, tmp_path):
         log=lambda _: None,
     )
     assert metrics["steps_run"] == 6 and torch.isfinite(torch.tensor(metrics["final_loss"]))
-    assert not (tmp_path / "train_state.pt").exists()
+    assert not (tmp_path / "train_state.safetensors").exists()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [set(r) for r in rows] == [{"step", "bc/loss", "bc/lr"}] and rows[0]["step"] == 5
     policy, pre, post = load_lerobot_policy(tmp_path)
@@ -55,7 +55,7 @@ def test_bc_resumes_after_a_crash_to_the_same_parameters(tiny_demos, tmp_path, m
     monkeypatch.setattr(SmolVLAPolicy, "forward", crash_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         train_bc(cfg, out_dir=tmp_path / "crashed", **kwargs)
-    assert (tmp_path / "crashed" / "train_state.pt").exists()
+    assert (tmp_path / "crashed" / "train_state.safetensors").exists()
     monkeypatch.setattr(SmolVLAPolicy, "forward", real_forward)
     metrics = train_bc(cfg, out_dir=tmp_path / "crashed", **kwargs)
     assert metrics["steps_run"] == 4  # resumed from the step-4 checkpoint

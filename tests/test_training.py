@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tmrl_vla.training as training
+from tmrl_vla.state_io import load_state
 from tmrl_vla.training import StepOutput, SupervisedLoop, adamw_warmup_cosine
 
 
@@ -72,7 +73,7 @@ def test_metrics_rows_checkpoints_and_the_state_file_removed_at_the_end(tmp_path
     assert got[1]["toy/loss"] == pytest.approx(sum(result.losses[2:4]) / 2)  # mean since the previous row
     assert toy.saved_at == [4, 8]  # every save_every steps, not at the final step
     assert toy.finalized == 1
-    assert not (tmp_path / "train_state.pt").exists()
+    assert not (tmp_path / "train_state.safetensors").exists()
 
 
 def test_resume_continues_the_same_sequence(tmp_path):
@@ -82,7 +83,7 @@ def test_resume_continues_the_same_sequence(tmp_path):
     crashed = Toy(crash_at_call=7)  # after the step-4 checkpoint, and after the step-6 row
     with pytest.raises(KeyboardInterrupt):
         crashed.run(crashed.loop(tmp_path / "crashed"))
-    state = torch.load(tmp_path / "crashed" / "train_state.pt", weights_only=False)
+    state = load_state(tmp_path / "crashed" / "train_state.safetensors")
     assert state["step"] == 4
     assert [r["step"] for r in rows(tmp_path / "crashed")] == [2, 4, 6]
 
@@ -105,10 +106,11 @@ def test_a_fresh_start_drops_rows_of_an_attempt_without_checkpoint(tmp_path):
 
 def test_a_non_finite_loss_saves_state_then_raises(tmp_path):
     toy = Toy(nan_at_call=3)
-    with pytest.raises(FloatingPointError, match=r"TOY loss is nan at step 2; state saved to .*train_state\.pt"):
+    message = r"TOY loss is nan at step 2; state saved to .*train_state\.safetensors"
+    with pytest.raises(FloatingPointError, match=message):
         toy.run(toy.loop(tmp_path))
     assert toy.updates == 2  # the NaN loss was not applied
-    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    state = load_state(tmp_path / "train_state.safetensors")
     assert state["step"] == 2
     assert toy.finalized == 0
 
@@ -188,5 +190,6 @@ def test_lerobot_checkpoint_directories_export_resume_and_keep_the_final_state(t
     assert sorted(p.name for p in root.iterdir()) == ["000004", "000008", "000010", "last"]
     assert (root / "last").readlink().name == "000010"
     assert (root / "last" / "pretrained_model" / "model.txt").read_text() == "weights"
-    assert (root / "last" / "training_state" / "train_state.pt").exists()  # kept: LeRobot keeps the final state
+    # kept: LeRobot keeps the final state
+    assert (root / "last" / "training_state" / "train_state.safetensors").exists()
     assert resumed.finalized == 1 and not list(root.glob("*.partial"))

@@ -11,7 +11,7 @@ What it writes (``config.json``, ``model.safetensors``, ``policy_preprocessor*``
 load it like any user's pretrained VLA.
 
 The loop is :class:`~tmrl_vla.training.SupervisedLoop`: checkpoints (model, optimiser, scheduler,
-step, RNG) go to ``<out>/train_state.pt`` every ``save_every`` steps, and calling :func:`train_bc`
+step, RNG) go to ``<out>/train_state.safetensors`` every ``save_every`` steps, and calling :func:`train_bc`
 again on the same ``out`` resumes from there; ``bc/loss`` and ``bc/lr`` go to ``<out>/metrics.jsonl``.
 """
 
@@ -43,7 +43,7 @@ class BCConfig:
     # Random-shift augmentation (pixels). Off by default: with a fixed camera the cube's absolute pixel
     # position *is* the target, and 0 vs 2 px measured the same in-distribution success (1.00 vs 0.98).
     image_shift: int = 0
-    save_every: int = 500  # checkpoint to <out>/train_state.pt every this many steps (resumable)
+    save_every: int = 500  # checkpoint to <out>/train_state.safetensors every this many steps (resumable)
     log_every: int = 100  # a metrics.jsonl row (mean loss since the last row, lr) every this many steps
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
     policy: dict[str, Any] = field(default_factory=dict)  # overrides for tiny_smolvla_config

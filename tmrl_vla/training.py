@@ -1,7 +1,7 @@
 """The loop shared by the supervised trainers (:func:`~tmrl_vla.bc.train_bc`, :func:`~tmrl_vla.csp.trainer.train_csp`).
 
 :class:`SupervisedLoop` owns what both trainers do the same way and what is easy to get subtly
-wrong: resuming from ``<out>/train_state.pt`` (written atomically: ``.tmp`` then ``os.replace``),
+wrong: resuming from ``<out>/train_state.safetensors`` (written atomically: ``.tmp`` then ``os.replace``),
 stopping on a non-finite loss only after saving that state, the progress bar, a ``metrics.jsonl``
 row every ``log_every`` steps, a checkpoint every ``save_every`` steps (none at the final step, where
 the trainer's own output is written instead), and removing the state file once that output exists.
@@ -16,10 +16,10 @@ numbers and calls the callables in the order the trainers always did, so moving 
 changes none of its RNG draws, losses or weights.
 
 Two layouts of the saved state. Flat (the default; the embedded default's cache stages): one
-``<out>/train_state.pt``, removed once the trained model is written. LeRobot's (``checkpoints=True``,
+``<out>/train_state.safetensors``, removed once the trained model is written. LeRobot's (``checkpoints=True``,
 the user-facing ``recipes/train_csp.py``): every checkpoint is a directory
 ``<out>/checkpoints/<step:06d>/`` holding ``pretrained_model/`` (written by ``export``: a model that
-loads on its own) and ``training_state/train_state.pt``, with ``<out>/checkpoints/last`` pointing at
+loads on its own) and ``training_state/train_state.safetensors``, with ``<out>/checkpoints/last`` pointing at
 the newest; the final step is a checkpoint too, and resuming reads ``last``. Each checkpoint directory
 is built under a ``.partial`` name and renamed when complete, so a crash never leaves a half one
 that ``last`` points at.
@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tmrl_vla.metrics import append_metrics, keep_metrics_until
+from tmrl_vla.state_io import load_state, save_state
 
 
 def _nothing() -> None:
@@ -125,7 +126,7 @@ class SupervisedLoop:
     """
 
     name: str  # metric prefix and bar label: "bc" gives rows with "bc/loss", "bc/lr" and the bar "BC"
-    out_dir: Path  # holds train_state.pt and metrics.jsonl
+    out_dir: Path  # holds train_state.safetensors and metrics.jsonl
     steps: int  # total steps of the run, resumed ones included
     log_every: int  # a metrics row (and the bar's postfix) every this many steps
     save_every: int  # a checkpoint every this many steps, except at the final step
@@ -157,8 +158,8 @@ class SupervisedLoop:
     def state_path(self) -> Path:
         """The state a resume reads: the flat file, or the newest checkpoint's."""
         if self.checkpoints:
-            return self.out_dir / CHECKPOINTS / LAST / TRAINING_STATE / "train_state.pt"
-        return self.out_dir / "train_state.pt"
+            return self.out_dir / CHECKPOINTS / LAST / TRAINING_STATE / "train_state.safetensors"
+        return self.out_dir / "train_state.safetensors"
 
     @property
     def metrics_path(self) -> Path:
@@ -170,7 +171,7 @@ class SupervisedLoop:
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.state_path.exists():
-            state = torch.load(self.state_path, weights_only=False, map_location="cpu")
+            state = load_state(self.state_path)
             self.set_state(state)
             self.step = self._saved_step = state["step"]
             if self.is_main:
@@ -186,9 +187,7 @@ class SupervisedLoop:
         if self.is_main and self.checkpoints:
             self._write_checkpoint_dir({**state, "step": self.step})
         elif self.is_main:
-            tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-            torch.save({**state, "step": self.step}, tmp)
-            os.replace(tmp, self.state_path)
+            save_state({**state, "step": self.step}, self.state_path)
         self.barrier()
 
     def _write_checkpoint_dir(self, state: dict) -> None:
@@ -199,7 +198,7 @@ class SupervisedLoop:
         shutil.rmtree(partial, ignore_errors=True)
         (partial / TRAINING_STATE).mkdir(parents=True)
         self.export(partial / PRETRAINED)
-        torch.save(state, partial / TRAINING_STATE / "train_state.pt")
+        save_state(state, partial / TRAINING_STATE / "train_state.safetensors")
         shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from a run resumed before it
         os.replace(partial, final)
         link = root / (LAST + ".tmp")

@@ -79,7 +79,7 @@ def test_resume_continues_with_the_same_data_order(tmp_path, tiny_demos, tiny_ba
     monkeypatch.setattr(CSPPolicy, "forward", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         run_6("crashed")
-    assert (tmp_path / "crashed" / "train_state.pt").exists()
+    assert (tmp_path / "crashed" / "train_state.safetensors").exists()
     monkeypatch.setattr(CSPPolicy, "forward", real_forward)
     resumed = run_6("crashed")["csp"]
     a = dict(straight.named_parameters())
@@ -98,12 +98,12 @@ def test_lerobot_checkpoint_directories_load_and_resume(tmp_path, tiny_demos, ti
     assert sorted(p.name for p in ckpts.iterdir()) == ["000002", "000004", "last"]
     assert ckpts.joinpath("last").is_symlink() and ckpts.joinpath("last").readlink().name == "000004"
     for step in ("000002", "000004"):
-        assert (ckpts / step / "training_state" / "train_state.pt").is_file()
+        assert (ckpts / step / "training_state" / "train_state.safetensors").is_file()
     final = CSPPolicy.from_pretrained(ckpts / "last" / "pretrained_model")  # loads its base on its own
     assert final.datasets == ["local/test_video_demos"]
     want = trainable(straight["csp"])
     assert all(torch.equal(p, want[n]) for n, p in trainable(final).items())
-    assert not (tmp_path / "straight" / "train_state.pt").exists()
+    assert not (tmp_path / "straight" / "train_state.safetensors").exists()
 
     # A run stopped after its step-2 checkpoint, resumed: the same adapter, no checkpoint lost.
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed", symlinks=True)

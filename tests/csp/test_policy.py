@@ -235,30 +235,15 @@ def test_card_is_written_and_updated_not_overwritten(fresh, tmp_path):
     assert "Notes the owner added." in again and "someone/adapter" in again
 
 
-def test_push_to_hub_uploads_the_adapter_with_its_card(fresh, monkeypatch):
-    from types import SimpleNamespace
-
-    from huggingface_hub import HfApi
-
+def test_push_to_hub_uploads_the_adapter_with_its_card(fresh, fake_hub):
     policy, batch, _ = fresh
     csp = calibrated(policy, batch)
-    seen = {}
-
-    def fake_create_repo(self, repo_id, **kw):
-        seen["repo"] = repo_id
-        return SimpleNamespace(repo_id=repo_id)
-
-    def fake_upload_folder(self, *, repo_id, folder_path, commit_message):
-        seen["files"] = sorted(p.name for p in folder_path.iterdir())
-        seen["card"] = (folder_path / "README.md").read_text()
-        return SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
-
-    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
     url = csp.push_to_hub("someone/tiny-csp")
-    assert url.endswith("/commit/1") and seen["repo"] == "someone/tiny-csp"
-    assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json", "README.md"} <= set(seen["files"])
-    assert 'CSPPolicy.from_pretrained("someone/tiny-csp"' in seen["card"]
+    assert url == "https://huggingface.co/someone/tiny-csp/commit/c0ffee"
+    upload = fake_hub[1]
+    assert upload["repo_id"] == "someone/tiny-csp"
+    assert {"adapter_config.json", "adapter_model.safetensors", "csp_config.json", "README.md"} <= set(upload["files"])
+    assert 'CSPPolicy.from_pretrained("someone/tiny-csp"' in upload["files"]["README.md"].decode()
 
 
 def test_merged_adapter_equals_peft_merged_lora_and_unmerges(fresh, tmp_path):

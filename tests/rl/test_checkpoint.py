@@ -20,7 +20,7 @@ from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLCo
 def make_checkpoint(run, name, *, complete=True):
     directory = run / "checkpoints" / name
     directory.mkdir(parents=True)
-    (directory / "rank0.pt").write_bytes(b"")
+    (directory / "rank0.safetensors").write_bytes(b"")
     if complete:
         (directory / "complete").write_text(json.dumps({"decision": 0, "world_size": 1}))
     return directory
@@ -178,7 +178,8 @@ def test_saves_keep_the_two_newest_complete_checkpoints(trained):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["00000002", "00000003"]  # 1 was removed
     assert json.loads((kept[-1] / "complete").read_text()) == {"decision": 3, "world_size": 1}
     assert json.loads((kept[-1] / "config.json").read_text()) == json.loads(json.dumps(asdict(t.config)))
-    assert sorted(p.name for p in kept[-1].iterdir()) == ["complete", "config.json", "rank0.pt"]  # no .tmp left
+    # no .tmp left
+    assert sorted(p.name for p in kept[-1].iterdir()) == ["complete", "config.json", "rank0.safetensors"]
 
 
 def test_capture_then_restore_into_a_fresh_trainer_gives_the_same_state(trained, tiny_base_policy, tmp_path):
@@ -273,7 +274,7 @@ def test_a_tagged_save_is_never_resumed(trained, tiny_base_policy, tmp_path):
         t.decision = 7  # as if it had stopped later on a non-finite loss
         tagged = checkpoint.save(t, tag="nonfinite")
         assert tagged.name == "nonfinite-00000007"
-        assert sorted(p.name for p in tagged.iterdir()) == ["config.json", "rank0.pt"]  # no marker
+        assert sorted(p.name for p in tagged.iterdir()) == ["config.json", "rank0.safetensors"]  # no marker
         assert latest_checkpoint(run).name == "00000003"
         assert [p.name for p in complete_checkpoints(run)] == ["00000002", "00000003"]
     finally:

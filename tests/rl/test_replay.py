@@ -24,15 +24,15 @@ def test_wraps_and_samples_within_size():
 def test_save_load_round_trip(tmp_path):
     buf = ReplayBuffer(8, 3, {"z": 2})
     fill(buf, 5)
-    buf.save(tmp_path / "replay.pt")
+    buf.save(tmp_path / "replay.safetensors")
     other = ReplayBuffer(8, 3, {"z": 2})
-    other.load(tmp_path / "replay.pt")
+    other.load(tmp_path / "replay.safetensors")
     assert (other.size, other.ptr, other.total_added) == (5, 5, 5)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     a, b = buf.sample(10, g1), other.sample(10, g2)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError):
-        ReplayBuffer(9, 3, {"z": 2}).load(tmp_path / "replay.pt")
+        ReplayBuffer(9, 3, {"z": 2}).load(tmp_path / "replay.safetensors")
 
 
 def test_bad_input():

@@ -10,7 +10,7 @@ time (paper, section 2); nothing is added. Logged per sigma bucket to see where 
 
 The loop is :class:`~tmrl_vla.training.SupervisedLoop`: checkpoints (adapter, optimiser, scheduler,
 step, every rank's data-sampler and torch RNG states) are written atomically to
-``<out>/train_state.pt`` every ``save_every`` steps, and running again resumes there; metrics rows
+``<out>/train_state.safetensors`` every ``save_every`` steps, and running again resumes there; metrics rows
 go to ``<out>/metrics.jsonl``.
 """
 
@@ -54,7 +54,7 @@ class CSPTrainConfig:
     # Batches whose token RMS per prefix segment sets the noise scale (noise_scale="segment" without
     # a fixed segment_scale); the same batches on every process.
     calibration_batches: int = 4
-    # A resumable checkpoint every this many steps: <out>/train_state.pt, or with the train_csp recipe a
+    # A resumable checkpoint every this many steps: <out>/train_state.safetensors, or with the train_csp recipe a
     # <out>/checkpoints/<step> directory whose pretrained_model/ is a loadable adapter.
     save_every: int = 500
     log_every: int = 50  # a metrics.jsonl row (mean loss since the last row, lr, loss per sigma bucket)
@@ -116,7 +116,7 @@ def train_csp(
     id at ``base_revision``).
 
     ``checkpoints=False``: the adapter is written to ``out_dir`` at the end (resumable state in
-    ``out_dir/train_state.pt`` meanwhile). ``checkpoints=True``: LeRobot's layout, every checkpoint
+    ``out_dir/train_state.safetensors`` meanwhile). ``checkpoints=True``: LeRobot's layout, every checkpoint
     (the last one included) an ``out_dir/checkpoints/<step>/pretrained_model`` adapter, ``last``
     pointing at the newest. ``on_row(row)`` also receives each metrics row; ``on_export(dir)`` runs
     after each adapter is written there (e.g. to add the job's own config).

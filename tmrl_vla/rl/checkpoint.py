@@ -1,7 +1,7 @@
 """TMRL checkpoints: what a resumed run needs to continue as if it had never stopped, written so a
 crash never leaves one that looks complete.
 
-A checkpoint is ``<run>/checkpoints/<decision>/``: one ``rank<i>.pt`` per process (actor, critics and
+A checkpoint is ``<run>/checkpoints/<decision>/``: one ``rank<i>.safetensors`` per process (actor, critics and
 target critics with their frozen observation statistics, optimisers, that rank's replay shard and
 success buffer, the rows still waiting for their n-step return, collector seed counters, episode
 counts and RNG states), the resolved ``config.json``, and a ``complete`` marker that rank 0 writes
@@ -15,7 +15,6 @@ for their n-step return enter the replay bootstrapped from the last observation 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +26,7 @@ from tmrl_vla.config_tools import config_differences
 from tmrl_vla.metrics import keep_metrics_until
 from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.distributed import barrier
+from tmrl_vla.state_io import load_state, save_state
 
 if TYPE_CHECKING:
     from tmrl_vla.rl.trainer import TMRLTrainer
@@ -122,10 +122,7 @@ def save(trainer: TMRLTrainer, tag: str | None = None) -> Path:
     name = f"{trainer.decision:08d}" if tag is None else f"{tag}-{trainer.decision:08d}"
     directory = trainer.out_dir / "checkpoints" / name
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"rank{trainer.rank}.pt"
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(capture(trainer), tmp)
-    os.replace(tmp, target)
+    save_state(capture(trainer), directory / f"rank{trainer.rank}.safetensors")
     config_json = json.dumps(asdict(trainer.config), indent=2)
     if tag is not None:
         (directory / "config.json").write_text(config_json)
@@ -150,7 +147,7 @@ def load(trainer: TMRLTrainer, directory: Path) -> None:
             f"{directory} was written by {marker['world_size']} process(es) and this run has {trainer.world}: "
             "each process owns a replay shard, so resume with the same number of processes"
         )
-    state = torch.load(directory / f"rank{trainer.rank}.pt", weights_only=False)
+    state = load_state(directory / f"rank{trainer.rank}.safetensors")
     differ = config_differences(state["config"], asdict(trainer.config), defaults=asdict(TMRLConfig()))
     if differ:
         raise ValueError(f"{directory} was written by another config; fields that differ: " + ", ".join(differ))

@@ -9,10 +9,11 @@ spans and ``steps`` says how many (1 for one-step rows).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from tmrl_vla.state_io import load_state, save_state
 
 
 class ReplayBuffer:
@@ -105,13 +106,10 @@ class ReplayBuffer:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous file intact."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_state(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, weights_only=True))
+        self.load_state_dict(load_state(path))
 
 
 class MixedReplay:
