@@ -2,7 +2,9 @@
 # Install tmrl_vla into ./.venv on a fresh Debian/Ubuntu machine (CPU is enough).
 #   1. Debian packages for headless MuJoCo rendering through EGL (Mesa's software renderer when
 #      there is no GPU). Skipped when they are already present.
-#   2. A Python 3.12 virtual environment with the package and its dev extras.
+#   2. A Python 3.12 virtual environment with the package and its dev extras, and the two LeRobot
+#      plugins in plugins/ (the `tmrl` policy type and the `so100_pick_cube` env type), which every
+#      LeRobot command line (lerobot-eval, lerobot-record, ...) then loads.
 # Usage: bash install.sh            (then: source .venv/bin/activate)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,4 +32,5 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e plugins/lerobot_policy_tmrl -e plugins/lerobot_env_so100_pick_cube
 echo "[install] done: $(.venv/bin/python -c 'import tmrl_vla, lerobot, torch; print(f"tmrl_vla {tmrl_vla.__version__}, lerobot {lerobot.__version__}, torch {torch.__version__}")')"

@@ -1,6 +1,6 @@
 """What sigma does over an episode: the trained TMRL agent's sigma per decision next to the gripper.
 
-    python eval/sigma_trace.py                    # the recipe's agent: outputs/finetune_pick/tmrl/high_level_policy
+    python eval/sigma_trace.py                    # the recipe's agent: outputs/finetune_pick/tmrl/pretrained_model
     python eval/sigma_trace.py --agent DIR --episodes 8 --shift moved_camera
 
 The TMRL paper saw sigma low while grasping (precision: read the context) and high while reaching
@@ -75,7 +75,7 @@ def plot(records: list[dict], path: Path, open_value: float, closed_value: float
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", default="outputs/finetune_pick/tmrl/high_level_policy")
+    parser.add_argument("--agent", default="outputs/finetune_pick/tmrl/pretrained_model")
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--shift", default="moved_camera")
     parser.add_argument("--seed", type=int, default=3_000_000_000)

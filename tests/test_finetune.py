@@ -54,7 +54,7 @@ def test_changing_the_env_type_drops_the_presets_options_for_the_old_one(tmp_pat
     assert cfg.assets == preset.assets
 
 
-def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):
+def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys, fake_hub):
     import dataclasses
 
     import pytest
@@ -84,11 +84,12 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):
     assert rl["decisions"] == 3 and rl["final_eval_success"] == rows[-1]["eval/success_rate"]
     assert (run / "learning_curve.png").stat().st_size > 1000
     assert json.loads((run / "checkpoints" / f"{3:08d}" / "config.json").read_text())["total_decisions"] == 3
-    agent = TMRLAgent.from_pretrained(rl["high_level_policy"])
-    assert agent.csp_adapter == summary["csp_adapter"] and agent.config.active_heads == ("z", "y", "eps_c")
+    agent = TMRLAgent.from_pretrained(rl["policy"])
+    assert agent.config.active_heads == ("z", "y", "eps_c")
+    assert agent.csp_adapter == str(Path(rl["policy"]) / "csp_adapter")  # the cache's adapter, embedded
     assert agent.results["episodes"] == rl["episodes"] and "moved_camera" in agent.results["env"]
-    card = (Path(rl["high_level_policy"]) / "README.md").read_text()
-    assert f"{rl['episodes']} training episodes" in card and "last evaluation success" in card
+    card = (Path(rl["policy"]) / "README.md").read_text()
+    assert f"| training episodes | {rl['episodes']} |" in card and "| last evaluation success |" in card
     log = capsys.readouterr().out
     assert "learning_curve.png" in log and "--resume" in log
 
@@ -101,11 +102,45 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys):
     assert "resumed from" in log and again["rl"]["decisions"] == 5
     assert again["base_policy"] == summary["base_policy"]
 
-    dsrl = train(
-        dataclasses.replace(cfg, rl=dataclasses.replace(TINY_RL, agent=dataclasses.replace(TINY_RL.agent, kind="dsrl")))
-    )
-    assert TMRLAgent.from_pretrained(dsrl["rl"]["high_level_policy"]).config.active_heads == ("z",)
+    from tmrl_vla.finetune import HubPush
+
+    # DSRL, pushed to the Hub at each checkpoint (decisions 2 and 3) and at the end
+    dsrl_rl = dataclasses.replace(TINY_RL, agent=dataclasses.replace(TINY_RL.agent, kind="dsrl"))
+    hub = HubPush(repo_id="me/dsrl-pick", push_checkpoints=True, license="mit")
+    dsrl = train(dataclasses.replace(cfg, rl=dsrl_rl, push_to_hub=True, hub=hub))
+    assert TMRLAgent.from_pretrained(dsrl["rl"]["policy"]).config.active_heads == ("z",)
     assert (out / "dsrl" / "metrics.jsonl").exists()
+    uploads = [c for c in fake_hub if c["call"] == "upload_folder"]
+    assert [u["commit_message"] for u in uploads] == [
+        "Checkpoint at decision 2 (" + uploads[0]["commit_message"].split("(")[1],
+        "Checkpoint at decision 3 (" + uploads[1]["commit_message"].split("(")[1],
+        "Upload DSRL agent",
+    ]
+    assert dsrl["rl"]["commit_url"] == "https://huggingface.co/me/dsrl-pick/commit/c0ffee"
+    final = uploads[-1]["files"]
+    assert {"config.json", "model.safetensors", "README.md", "learning_curve.png", "base_policy/config.json"} <= set(
+        final
+    )
+    assert not any(name.startswith("csp_adapter/") for name in final)  # DSRL steers the plain base
+    card = final["README.md"].decode()
+    assert "license: mit" in card and "lerobot-eval --policy.path=me/dsrl-pick --env.type=so100_pick_cube" in card
+    assert "--rl.agent.kind=dsrl" in card and str(tmp_path) not in card
+
+
+def test_a_push_needs_a_valid_repo_id_before_anything_runs(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from tmrl_vla.finetune import HubPush
+    from tmrl_vla.hub import InvalidRepoIdError
+
+    cfg = dataclasses.replace(tiny_preset(tmp_path), push_to_hub=True)
+    with pytest.raises(ValueError, match="--push_to_hub=true needs --hub.repo_id"):
+        train(cfg)
+    with pytest.raises(InvalidRepoIdError, match="'me/my agent' is not a valid Hub repo id"):
+        train(dataclasses.replace(cfg, hub=HubPush(repo_id="me/my agent")))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def test_recipe_refuses_an_adapter_without_its_policy(tmp_path):
@@ -174,6 +209,6 @@ def test_recipe_on_two_processes(tmp_path):
     assert summary["rl"]["decisions"] == 3 and summary["rl"]["episodes"] > 0
     marker = json.loads((tmp_path / "out" / "tmrl" / "checkpoints" / f"{3:08d}" / "complete").read_text())
     assert marker["world_size"] == 2
-    assert TMRLAgent.from_pretrained(summary["rl"]["high_level_policy"]).config.hidden == 16
+    assert TMRLAgent.from_pretrained(summary["rl"]["policy"]).config.hidden == 16
     saved = json.loads((tmp_path / "out" / "tmrl" / "checkpoints" / f"{3:08d}" / "config.json").read_text())
     assert saved["num_envs"] == 2 and saved["agent"]["hidden"] == 16

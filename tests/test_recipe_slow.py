@@ -37,6 +37,6 @@ def test_finetune_pick_recipe_from_an_empty_cache(tmp_path):
     assert rl["final_eval_success"] == evals[-1]
     wins = rl["final_eval_success"] * episodes
     assert wins == round(wins) and 0 <= round(wins) <= episodes, (rl["final_eval_success"], episodes)
-    assert (run / "learning_curve.png").exists() and (Path(rl["high_level_policy"]) / "tmrl_config.json").exists()
+    assert (run / "learning_curve.png").exists() and (Path(rl["policy"]) / "config.json").exists()
     timings = summary["timings"]
     print("stage seconds:", json.dumps({**timings["build_seconds_by_stage"], "rl": timings["rl_seconds"]}))

@@ -21,8 +21,9 @@ from accelerate import Accelerator
 
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
-from tmrl_vla.config_tools import parse_config
+from tmrl_vla.config_tools import flatten_config, parse_config
 from tmrl_vla.envs.spec import EnvSpec
+from tmrl_vla.hub import check_repo_id
 from tmrl_vla.rl.checkpoint import refuse_existing_run
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
 from tmrl_vla.rl.run import run_rl
@@ -74,6 +75,14 @@ def default_rl() -> TMRLConfig:
 
 
 @dataclass(frozen=True)
+class HubPush:
+    repo_id: str | None = None  # the agent's Hub repo (user/name) that --push_to_hub=true uploads to
+    private: bool | None = None  # create the repo private; None: the Hub's default
+    license: str | None = "apache-2.0"  # the license in the card's front matter (None: no license field)
+    push_checkpoints: bool = False  # also push the agent at every checkpoint (--rl.save_every), not only at the end
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     assets: AssetsConfig = field(default_factory=AssetsConfig)  # the embedded default's stages (demos, BC, CSP)
     policy: PolicySource = field(default_factory=PolicySource)  # the policy to fine-tune
@@ -86,6 +95,8 @@ class FinetuneConfig:
     cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
     resume: bool = False  # continue the run in output_dir from its newest complete checkpoint
     skip_rl: bool = False  # stop after the assets (and their report)
+    push_to_hub: bool = False  # upload the fine-tuned agent, with its card, to hub.repo_id (main process)
+    hub: HubPush = field(default_factory=HubPush)  # where and how --push_to_hub uploads
 
 
 ALIASES = {"--agent": "--rl.agent.kind"}
@@ -105,6 +116,10 @@ def train(cfg: FinetuneConfig) -> dict:
     log = print if is_main else (lambda *_: None)
     if cfg.csp.path is not None and cfg.policy.path is None:
         raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
+    if cfg.push_to_hub:  # before minutes of training, not after
+        if not cfg.hub.repo_id:
+            raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
+        check_repo_id(cfg.hub.repo_id)
     if not cfg.resume and not cfg.skip_rl:
         refuse_existing_run(out / cfg.rl.agent.kind)  # before minutes of asset building, not after
     if is_main:
@@ -117,6 +132,7 @@ def train(cfg: FinetuneConfig) -> dict:
         summary = {"base_policy": cfg.policy.path, "csp_adapter": cfg.csp.path}
     if not cfg.skip_rl:
         start = time.perf_counter()
+        commands = card_commands(cfg)
         summary["rl"] = run_rl(
             cfg.rl,
             policy=summary["base_policy"],
@@ -125,13 +141,85 @@ def train(cfg: FinetuneConfig) -> dict:
             run_dir=out / cfg.rl.agent.kind,
             resume=cfg.resume,
             log=log,
+            commands=commands,
+            on_checkpoint=checkpoint_pusher(cfg, summary, commands, log) if cfg.hub.push_checkpoints else None,
         )
         timings["rl_seconds"] = time.perf_counter() - start
+        if cfg.push_to_hub and is_main:
+            summary["rl"]["commit_url"] = push_agent(cfg, summary["rl"]["policy"], commands, log)
     summary["timings"] = timings
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"report:       {out / 'summary.json'}")
     return summary if is_main else {}
+
+
+# Fields that say where and how a run writes, not what it trains: left out of the card's command.
+_NOT_REPRODUCED = ("output_dir", "cache_dir", "resume", "push_to_hub", "hub.")
+
+
+def card_commands(cfg: FinetuneConfig) -> dict[str, str]:
+    """The commands a card shows: the recipe with every setting that differs from the preset (a
+    local path becomes a placeholder: it means nothing on another machine), and ``lerobot-eval``."""
+    preset, mine = (
+        flatten_config(json.loads(json.dumps(dataclasses.asdict(c), default=list))) for c in (FinetuneConfig(), cfg)
+    )
+    args = []
+    for key in sorted(mine):
+        if key.startswith(_NOT_REPRODUCED) or mine[key] == preset.get(key):
+            continue
+        value = mine[key]
+        if isinstance(value, str) and Path(value).exists():
+            value = f"<{key.split('.')[0]} directory>"
+        args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    agent = cfg.hub.repo_id or "path/to/pretrained_model"
+    commands = {"train": " ".join(["accelerate launch recipes/finetune_pick.py", *args])}
+    if cfg.env.type == "so100_pick_cube":
+        shift = f" --env.shift={cfg.env.shift}" if cfg.env.shift else ""
+        commands["evaluate"] = (
+            f"lerobot-eval --policy.path={agent} --env.type=so100_pick_cube{shift} --eval.n_episodes=50"
+        )
+    return commands
+
+
+def push_agent(cfg: FinetuneConfig, policy_dir: str, commands: dict, log, *, message: str | None = None) -> str:
+    """Upload the saved agent to ``cfg.hub.repo_id`` (its card rendered for that repo); returns the commit URL."""
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    agent = TMRLAgent.from_pretrained(policy_dir)
+    curve = Path(policy_dir) / "learning_curve.png"
+    url = agent.push_to_hub(
+        cfg.hub.repo_id,
+        private=cfg.hub.private,
+        curve=curve if curve.is_file() else None,
+        commands=commands,
+        license=cfg.hub.license,
+        message=message,
+    )
+    log(f"pushed:       {url}")
+    return url
+
+
+def checkpoint_pusher(cfg: FinetuneConfig, summary: dict, commands: dict, log):
+    """``on_checkpoint`` for --hub.push_checkpoints: the agent as it is at that checkpoint, to the Hub."""
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    def push(trainer) -> None:
+        if not cfg.push_to_hub:
+            return
+        agent = TMRLAgent.from_trainer(
+            trainer, base_policy=summary["base_policy"], csp_adapter=summary["csp_adapter"], results=None
+        )
+        url = agent.push_to_hub(
+            cfg.hub.repo_id,
+            private=cfg.hub.private,
+            commands=commands,
+            license=cfg.hub.license,
+            message=f"Checkpoint at decision {trainer.decision} ({trainer.episodes} episodes)",
+        )
+        log(f"pushed checkpoint: {url}")
+
+    return push
 
 
 def embedded_assets(cfg: FinetuneConfig, out: Path, timings: dict, log, *, is_main: bool) -> dict:

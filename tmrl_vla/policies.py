@@ -15,6 +15,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 from lerobot.utils.constants import ACTION, OBS_STATE
 
+import tmrl_vla.policy.processor_tmrl  # noqa: F401  (registers the portable tokenizer step saved processors name)
 from tmrl_vla.hub import resolve_dir
 from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
 
@@ -60,6 +61,11 @@ def load_lerobot_policy(name_or_path: str | Path, *, device: str = "cpu", revisi
     rebuilt where the adapter is loaded.
     """
     path = check_checkpoint(resolve_dir(name_or_path, revision=revision))
+    if json.loads((path / "config.json").read_text()).get("type") == "tmrl":
+        raise CheckpointError(
+            f"{name_or_path} is a fine-tuned tmrl agent, not a policy to fine-tune: run it as it is "
+            "(lerobot-eval --policy.path=...), or pass the VLA it steers (its config's base_policy)"
+        )
     config = PreTrainedConfig.from_pretrained(path)
     config.device = device
     vlm = getattr(config, "vlm_model_name", None)
@@ -70,7 +76,11 @@ def load_lerobot_policy(name_or_path: str | Path, *, device: str = "cpu", revisi
     policy.config.pretrained_path, policy.config.pretrained_revision = str(name_or_path), revision
     policy.to(device).eval()
     overrides = {"device_processor": {"device": device}}
-    vlm_overrides = {"tokenizer_processor": {"tokenizer_name": config.vlm_model_name}} if vlm else {}
+    # LeRobot's tokenizer step names its tokenizer as saved (a path where the base was trained); a
+    # portable step (tmrl_vla.policy.processor_tmrl) finds the packaged one itself
+    steps = json.loads((path / PROCESSOR_FILES[0]).read_text()).get("steps", [])
+    has_tokenizer = any(s.get("registry_name") == "tokenizer_processor" for s in steps)
+    vlm_overrides = {"tokenizer_processor": {"tokenizer_name": config.vlm_model_name}} if vlm and has_tokenizer else {}
     preprocessor, postprocessor = make_pre_post_processors(
         config, pretrained_path=str(path), preprocessor_overrides={**overrides, **vlm_overrides}
     )

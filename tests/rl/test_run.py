@@ -129,7 +129,7 @@ def test_a_run_writes_metrics_curve_and_the_agent(tiny_run):
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["00000002"]
     assert result["decisions"] == 2 and result["final_eval_success"] == rows[1]["eval/success_rate"]
     assert result["metrics"] == str(run_dir / "metrics.jsonl")
-    assert result["high_level_policy"] == str(run_dir / AGENT_DIR)
+    assert result["policy"] == str(run_dir / AGENT_DIR)
     assert result["episodes_to_80"] is None  # far fewer episodes than the success window
     assert any("so100_pick_cube (shift=moved_camera, episode_length=6)" in line for line in lines)
 
@@ -138,16 +138,17 @@ def test_the_saved_agent_records_the_env_and_the_current_format(tiny_run, tiny_b
     from tmrl_vla.rl.pretrained import TMRLAgent
 
     result, run_dir, _ = tiny_run
-    meta = json.loads((run_dir / AGENT_DIR / "tmrl_config.json").read_text())
-    assert meta["format_version"] == 2
-    assert meta["results"]["env"] == "so100_pick_cube (shift=moved_camera, episode_length=6)"
-    assert meta["results"]["decisions"] == 2 and meta["results"]["episodes"] == result["episodes"]
-    assert meta["base_policy"]["name_or_path"] == str(tiny_base_policy)
-    assert meta["csp_adapter"] == str(tiny_adapter)
+    meta = json.loads((run_dir / AGENT_DIR / "config.json").read_text())
+    assert meta["type"] == "tmrl"  # a LeRobot policy: lerobot-eval --policy.path runs it
+    results = json.loads((run_dir / AGENT_DIR / "training.json").read_text())["results"]
+    assert results["env"] == "so100_pick_cube (shift=moved_camera, episode_length=6)"
+    assert results["decisions"] == 2 and results["episodes"] == result["episodes"]
+    assert (meta["base_policy"], meta["csp_adapter"]) == ("./base_policy", "./csp_adapter")  # local: embedded
     agent = TMRLAgent.from_pretrained(run_dir / AGENT_DIR)
     assert agent.config.active_heads == ("z", "y", "eps_c") and agent.config.hidden == 16
     card = (run_dir / AGENT_DIR / "README.md").read_text()
-    assert "env so100_pick_cube (shift=moved_camera, episode_length=6)" in card
+    assert "| task | so100_pick_cube (shift=moved_camera, episode_length=6) |" in card
+    assert "![Learning curve](learning_curve.png)" in card
 
 
 def test_a_new_run_into_a_directory_holding_one_is_refused(tiny_run, tiny_base_policy, tiny_adapter):

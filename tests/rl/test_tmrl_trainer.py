@@ -148,8 +148,6 @@ def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy,
     import subprocess
     import time
 
-    import torch
-
     cmd, env = run_script(tiny_base_policy, tmp_path, 40)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "checkpoints"
@@ -162,7 +160,9 @@ def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy,
     proc.wait()
     assert not (tmp_path / "result0.json").exists()  # it really died mid-run
     latest = sorted(p.parent for p in checkpoints.glob("*/complete"))[-1]
-    killed_at = torch.load(latest / "rank0.pt", weights_only=False)["decision"]
+    from tmrl_vla.state_io import load_state
+
+    killed_at = load_state(latest / "rank0.safetensors")["decision"]
     assert 0 < killed_at < 40
     assert json.loads((latest / "config.json").read_text())["total_decisions"] == 40  # config beside the checkpoint
     total = killed_at + 2
@@ -187,7 +187,7 @@ def test_two_processes_train_one_policy_on_their_own_envs(tiny_base_policy, tmp_
     assert all(r["replay_added"] == 5 * 2 for r in ranks)  # its own replay shard
     latest = tmp_path / "checkpoints" / f"{5:08d}"
     assert json.loads((latest / "complete").read_text())["world_size"] == 2
-    assert (latest / "rank0.pt").exists() and (latest / "rank1.pt").exists()
+    assert (latest / "rank0.safetensors").exists() and (latest / "rank1.safetensors").exists()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 5  # rank 0 logs, once per decision
 
@@ -235,7 +235,7 @@ def test_env_with_another_action_dimension_is_refused(tiny_base_policy, tmp_path
         )
 
 
-def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
+def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tiny_adapter, tmp_path):
     import torch
 
     from tmrl_vla.rl.pretrained import TMRLAgent
@@ -243,17 +243,17 @@ def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tmp_path):
     t = trainer(tiny_base_policy, tmp_path / "run", total_decisions=3, eval_every=100)
     t.train()
     t.close()
-    saved = TMRLAgent.from_trainer(t, base_policy=str(tiny_base_policy), csp_adapter="some/adapter")
+    saved = TMRLAgent.from_trainer(t, base_policy=str(tiny_base_policy), csp_adapter=str(tiny_adapter))
     directory = saved.save_pretrained(tmp_path / "agent")
     card = (directory / "README.md").read_text()
-    assert "TMRL high-level policy" in card and "z, y, eps_c" in card
+    assert "TMRL agent for a LeRobot VLA" in card and "z, y, eps_c" in card
     assert "the VLA's clean prefix, image tokens pooled on a 1 x 1 grid" in card
     loaded = TMRLAgent.from_pretrained(directory, csp=t.collector.csp)
     features = torch.randn(3, saved.widths["obs_dim"])
     for head, value in saved.act(features).items():
         assert torch.equal(value, loaded.act(features)[head])
     assert (loaded.config, loaded.observation, loaded.sac) == (t.config.agent, t.config.observation, t.config.sac)
-    assert loaded.csp_adapter == "some/adapter"
+    assert loaded.csp_adapter == str(directory / "csp_adapter")  # embedded: it was a local directory
 
     from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
 

@@ -1,31 +1,32 @@
-"""``TMRLAgent``: a trained high-level policy as a Hub-ready directory.
+"""``TMRLAgent``: a trained high-level agent with what it steers, saved as a LeRobot policy.
 
-A directory holds ``high_level.safetensors`` (actor, critics, temperatures), ``tmrl_config.json``
-(the agent's, observation's and SAC configs, the feature widths, and *which* base policy and CSP
-adapter it steers, with the base's weights hash) and a model card. The CSP adapter and base policy
-stay where they are (their own directories or Hub repos): the agent records them rather than
-copying them, and refuses to attach to a different base. Run settings (envs, length, cadence) are
-not part of an agent; they stay with the run's checkpoints.
+An agent is its networks (actor, critics, temperatures), its configs (agent, observation, SAC),
+the feature widths, and *which* base policy and CSP adapter it steers, with the base's weights
+hash. :meth:`TMRLAgent.save_pretrained` writes it as a ``tmrl`` LeRobot policy directory
+(:func:`tmrl_vla.policy.export.export_agent`), which LeRobot's own tools run through the
+``lerobot_policy_tmrl`` plugin; :meth:`TMRLAgent.from_pretrained` reads that format and the older
+one (``high_level.safetensors`` + ``tmrl_config.json``). Run settings (envs, length, cadence) are not
+part of an agent; they stay with the run's checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
+from tmrl_vla.hub import push_to_hub, resolve_dir
 from tmrl_vla.rl.agent import SACAgent, build_agent
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig
 from tmrl_vla.rl.encoder import load_observation_encoder
 
-WEIGHTS_FILE = "high_level.safetensors"
+WEIGHTS_FILE = "high_level.safetensors"  # the older format's files
 CONFIG_FILE = "tmrl_config.json"
-FORMAT_VERSION = 2
+POLICY_CONFIG_FILE, POLICY_WEIGHTS_FILE = "config.json", "model.safetensors"  # the LeRobot policy format
 # Format 1 saved the run's whole flat config; these of its fields moved (name in format 1 -> section, name).
 _FORMAT_1_FIELDS = {
     "agent": ("agent", "kind"),
@@ -56,7 +57,7 @@ def _from_dict(cls, values: dict):
 
 def read_configs(meta: dict) -> tuple[AgentConfig, ObservationConfig, SACConfig]:
     """The three configs of a saved agent, from either format."""
-    if meta.get("format_version", 1) == 1:
+    if "tmrl" in meta:  # format 1: the run's whole flat config
         flat = meta["tmrl"]
         sections: dict[str, dict] = {"agent": {}, "observation": {}, "sac": dict(flat.get("sac", {}))}
         for old, (section, new) in _FORMAT_1_FIELDS.items():
@@ -82,6 +83,8 @@ class TMRLAgent:
     base_weights_hash: str | None = None
     csp_adapter: str | None = None  # path or repo id (None for DSRL)
     results: dict | None = None  # what training measured (episodes, successes, last evaluation), for the card
+    base_revision: str | None = None  # Hub revision of base_policy
+    csp_revision: str | None = None  # Hub revision of csp_adapter
 
     @property
     def actor(self):
@@ -104,40 +107,71 @@ class TMRLAgent:
             base_weights_hash=trainer.csp.base_hash,
             csp_adapter=csp_adapter if cfg.agent.kind == "tmrl" else None,
             results=results,
+            base_revision=getattr(trainer.csp.base_policy.config, "pretrained_revision", None),
         )
 
-    def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None, **export) -> Path:
+        """Write the agent as a ``tmrl`` LeRobot policy directory; ``export``: the keyword arguments of
+        :func:`tmrl_vla.policy.export.export_agent` (critics, learning curve, commands, license)."""
+        from tmrl_vla.policy.export import export_agent
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.agent.state_dict().items()}
-        save_file(state, directory / WEIGHTS_FILE)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "agent": asdict(self.config),
-            "observation": asdict(self.observation),
-            "sac": asdict(self.sac),
-            "widths": self.widths,
-            "base_policy": {"name_or_path": self.base_policy, "weights_hash": self.base_weights_hash},
-            "csp_adapter": self.csp_adapter,
-            "results": self.results,
-            "versions": library_versions(),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self._write_card(directory, meta, repo_id=repo_id)
-        return directory
+        return export_agent(self, directory, repo_id=repo_id, **export)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, *, csp=None) -> TMRLAgent:
-        """Load a saved agent; with ``csp`` (the frozen policy it will steer), check it is the same base."""
-        path = resolve_dir(path_or_repo_id)
-        if not (path / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a TMRL agent: {CONFIG_FILE} is missing")
+    def from_pretrained(cls, path_or_repo_id: str | Path, *, csp=None, revision: str | None = None) -> TMRLAgent:
+        """Load a saved agent (either format); with ``csp`` (the frozen policy it will steer), check
+        it is the same base. Only the agent is loaded here, not the stack it steers
+        (:class:`tmrl_vla.policy.modeling_tmrl.TMRLAgentPolicy` loads both)."""
+        path = resolve_dir(path_or_repo_id, revision=revision)
+        if (path / POLICY_CONFIG_FILE).is_file():
+            loaded = cls._from_policy_dir(path, path_or_repo_id)
+        elif (path / CONFIG_FILE).is_file():
+            loaded = cls._from_old_dir(path)
+        else:
+            raise FileNotFoundError(f"{path} is not a TMRL agent: it has no {POLICY_CONFIG_FILE} nor {CONFIG_FILE}")
+        if csp is not None:
+            loaded.check_base(csp, source=path_or_repo_id)
+        return loaded
+
+    @classmethod
+    def _from_policy_dir(cls, path: Path, name: object) -> TMRLAgent:
+        from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, check_is_agent
+
+        check_is_agent(path, name)
+        meta = json.loads((path / POLICY_CONFIG_FILE).read_text())
+        config, observation, sac = read_configs(meta)
+        widths = {k: meta[k] for k in ("obs_dim", "action_dim", "embed_dim")}
+        agent = build_agent(config, sac, **widths)
+        state = load_file(path / POLICY_WEIGHTS_FILE)
+        agent.load_state_dict(state, strict=any(k.startswith("critics.") for k in state))
+
+        def here(ref: str | None) -> str | None:  # a component inside the agent: its path here
+            return str(path / ref.removeprefix(EMBEDDED_PREFIX)) if ref and ref.startswith(EMBEDDED_PREFIX) else ref
+
+        results = None
+        if (path / "training.json").is_file():
+            results = json.loads((path / "training.json").read_text()).get("results")
+        return cls(
+            agent=agent,
+            config=config,
+            observation=observation,
+            sac=sac,
+            widths=widths,
+            base_policy=here(meta["base_policy"]),
+            base_weights_hash=meta["base_weights_hash"],
+            csp_adapter=here(meta["csp_adapter"]),
+            results=results,
+            base_revision=meta.get("base_revision"),
+            csp_revision=meta.get("csp_revision"),
+        )
+
+    @classmethod
+    def _from_old_dir(cls, path: Path) -> TMRLAgent:
         meta = json.loads((path / CONFIG_FILE).read_text())
         config, observation, sac = read_configs(meta)
         agent = build_agent(config, sac, **meta["widths"])
         agent.load_state_dict(load_file(path / WEIGHTS_FILE))
-        loaded = cls(
+        return cls(
             agent=agent,
             config=config,
             observation=observation,
@@ -148,9 +182,6 @@ class TMRLAgent:
             csp_adapter=meta["csp_adapter"],
             results=meta.get("results"),
         )
-        if csp is not None:
-            loaded.check_base(csp, source=path_or_repo_id)
-        return loaded
 
     def check_base(self, csp, *, source: object = "this agent") -> None:
         """Raise unless ``csp`` wraps the base policy this agent was trained on (by weights hash)."""
@@ -171,46 +202,11 @@ class TMRLAgent:
         actions, _ = self.actor.sample(features, deterministic=deterministic)
         return actions
 
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None) -> str:
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, message: str | None = None, **export) -> str:
+        """Upload the agent's policy directory (with its card) to the Hub as one commit."""
         return push_to_hub(
-            lambda folder: self.save_pretrained(folder, repo_id=repo_id),
+            lambda folder: self.save_pretrained(folder, repo_id=repo_id, **export),
             repo_id,
             private=private,
-            message=f"Upload {self.config.kind.upper()} high-level policy",
+            message=message or f"Upload {self.config.kind.upper()} agent",
         )
-
-    def _write_card(self, directory: Path, meta: dict, *, repo_id: str | None) -> None:
-        c, o = self.config, self.observation
-        section = render_card(
-            "tmrl_policy.md",
-            agent=c.kind.upper(),
-            repo_id=repo_id or str(directory),
-            base_policy=meta["base_policy"]["name_or_path"],
-            weights_hash=meta["base_policy"]["weights_hash"],
-            csp_adapter=meta["csp_adapter"] or "none (plain BC policy)",
-            heads=", ".join(c.active_heads),
-            image_grid=o.image_grid,
-            observation=(f"`{o.encoder}` (separate frozen encoder)" if o.encoder else "the VLA's clean prefix")
-            + f", image tokens pooled on a {o.image_grid} x {o.image_grid} grid per camera, and the state",
-            num_critics=c.num_critics,
-            hidden=c.hidden,
-            utd=self.sac.utd,
-            gamma=self.sac.gamma,
-            n_exec=c.n_exec,
-            results=_describe_results(meta.get("results")),
-            versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        )
-        update_card(directory / "README.md", section)
-
-
-def _describe_results(results: dict | None) -> str:
-    if not results:
-        return "not recorded"
-    parts = []
-    if "episodes" in results:
-        parts.append(f"{results['episodes']} training episodes, {results.get('successes', '?')} successes")
-    if results.get("final_eval_success") is not None:
-        parts.append(f"last evaluation success {results['final_eval_success']:.2f}")
-    if results.get("env"):
-        parts.append(f"env {results['env']}")
-    return "; ".join(parts) or "not recorded"

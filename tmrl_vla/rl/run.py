@@ -23,7 +23,7 @@ from tmrl_vla.rl.curves import episodes_to_threshold
 from tmrl_vla.rl.pretrained import TMRLAgent
 from tmrl_vla.rl.trainer import TMRLTrainer
 
-AGENT_DIR = "high_level_policy"
+AGENT_DIR = "pretrained_model"  # the agent as a LeRobot policy (lerobot-eval --policy.path=...)
 
 
 def load_frozen_policy(policy: str, adapter: str | None = None, *, device: str = "cpu"):
@@ -47,10 +47,14 @@ def run_rl(
     run_dir: str | Path,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    commands: dict[str, str] | None = None,
+    on_checkpoint: Callable | None = None,
 ) -> dict:
     """Fine-tune the frozen (CSP) ``policy`` with the high-level agent of ``config`` on ``env``.
 
     TMRL needs the policy's CSP ``adapter``; DSRL takes the plain policy (``adapter`` is ignored).
+    ``on_checkpoint(trainer)``: called on the main process after each checkpoint.
+    ``commands``: the commands that reproduce and evaluate the run, for the agent's card.
     ``resume``: continue the run in ``run_dir`` from its newest complete checkpoint; without it, a
     ``run_dir`` that already holds a run is refused. Returns the run's summary (rank 0; the other
     processes get the trainer's counts).
@@ -75,6 +79,7 @@ def run_rl(
         out_dir=run_dir,
         resume=resume,
         log=log,
+        on_checkpoint=on_checkpoint,
     )
     try:
         result = trainer.train()
@@ -82,24 +87,23 @@ def run_rl(
         trainer.close()
     if not trainer.is_main:
         return result
-    return _finish(trainer, result, policy=policy, adapter=adapter, env=env, log=log)
+    return _finish(trainer, result, policy=policy, adapter=adapter, env=env, log=log, commands=commands)
 
 
-def _finish(trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, env: EnvSpec, log) -> dict:
-    """Save the agent with its card and summarise the run."""
+def _finish(
+    trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, env: EnvSpec, log, commands=None
+) -> dict:
+    """Save the agent as a LeRobot policy with its card, and summarise the run."""
     cfg = trainer.config
     rows = read_metrics(trainer.metrics_file)
     evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
     result["final_eval_success"] = evals[-1] if evals else None
+    result["episodes_to_80"] = episodes_to_threshold(rows, 0.8, min_episodes=cfg.success_window)
     results = {**result, "env": env.label()}
     agent = TMRLAgent.from_trainer(trainer, base_policy=policy, csp_adapter=adapter, results=results)
-    saved = agent.save_pretrained(trainer.out_dir / AGENT_DIR)
-    result |= {
-        "episodes_to_80": episodes_to_threshold(rows, 0.8, min_episodes=cfg.success_window),
-        "metrics": str(trainer.metrics_file),
-        "learning_curve": str(trainer.out_dir / "learning_curve.png"),
-        "high_level_policy": str(saved),
-    }
+    curve = trainer.out_dir / "learning_curve.png"
+    saved = agent.save_pretrained(trainer.out_dir / AGENT_DIR, curve=curve, commands=commands)
+    result |= {"metrics": str(trainer.metrics_file), "learning_curve": str(curve), "policy": str(saved)}
     log(
         f"[{cfg.agent.kind}] {result['episodes']} episodes, {result['successes']} successes; "
         f"final evaluation success {result['final_eval_success']}"
@@ -107,5 +111,5 @@ def _finish(trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | N
     log(f"metrics:      {result['metrics']}")
     log(f"curve:        {result['learning_curve']}")
     log(f"checkpoints:  {trainer.out_dir / 'checkpoints'} (resume with --resume)")
-    log(f"high-level:   {saved}  (TMRLAgent.from_pretrained loads it)")
+    log(f"policy:       {saved}  (lerobot-eval --policy.path={saved} --env.type=so100_pick_cube runs it)")
     return result

@@ -51,8 +51,12 @@ class TMRLTrainer:
         out_dir: str | Path,
         resume: bool = True,
         log: Callable[[str], None] = print,
+        on_checkpoint: Callable[[TMRLTrainer], None] | None = None,
     ) -> None:
+        """``on_checkpoint``: called on the main process after each checkpoint is saved (e.g. to push
+        the agent as it is then)."""
         self.config, cfg = config, config
+        self.on_checkpoint = on_checkpoint
         self.rank, self.world = rank(), world_size()
         self.is_main = self.rank == 0
         self.log = log if self.is_main else (lambda *_: None)
@@ -132,6 +136,8 @@ class TMRLTrainer:
                 self.write_metrics(row, progress)
             if is_save_step:
                 checkpoint.save(self)
+                if self.is_main and self.on_checkpoint is not None:
+                    self.on_checkpoint(self)
             if is_eval_step and self.is_main:
                 curves = {cfg.agent.kind: read_metrics(self.metrics_file)}
                 plot_learning_curve(curves, self.out_dir / "learning_curve.png")

@@ -1,0 +1,70 @@
+"""Processors of the ``tmrl`` policy type: the base VLA's own, saved with the agent.
+
+An agent reads and acts exactly as its base does (the same normalisation statistics, the same
+tokenizer), so its processors are the base's pipelines, saved as LeRobot saves a policy's.
+
+One step is replaced where needed: LeRobot's tokenizer step records its tokenizer by name and
+loads it with ``AutoTokenizer.from_pretrained(name)``. The embedded default's tiny backbone ships
+inside this package, so its name would be a directory of the machine that saved it. The
+:class:`PackagedTokenizerStep` records the package-relative name instead and finds the installed
+copy when it loads; any other tokenizer (a Hub model) keeps LeRobot's own step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lerobot.processor import ProcessorStepRegistry, TokenizerProcessorStep
+
+from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
+
+# How a saved file names the packaged tiny backbone: readable, and never a path of one machine.
+PACKAGED_TINY_VLM = "tmrl_vla/models/tiny_smolvlm"
+PACKAGED_TOKENIZER_STEP = "tmrl_vla_packaged_tokenizer"
+
+
+def is_packaged_tiny_vlm(name: str | None) -> bool:
+    """Whether ``name`` (a path or the portable name) is the tiny backbone shipped in this package."""
+    return bool(name) and Path(name).name == TINY_VLM_DIR.name and (name == PACKAGED_TINY_VLM or Path(name).is_dir())
+
+
+@ProcessorStepRegistry.register(name=PACKAGED_TOKENIZER_STEP)
+@dataclass
+class PackagedTokenizerStep(TokenizerProcessorStep):
+    """LeRobot's tokenizer step for the packaged tiny backbone: saved as ``PACKAGED_TINY_VLM``,
+    loaded from this install's copy."""
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None and self.tokenizer_name == PACKAGED_TINY_VLM:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(TINY_VLM_DIR)
+        super().__post_init__()
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config() | {"tokenizer_name": PACKAGED_TINY_VLM}
+
+
+def portable_steps(pipeline):
+    """``pipeline`` with a tokenizer step of the packaged backbone swapped for
+    :class:`PackagedTokenizerStep` (same tokenizer, portable name); other steps unchanged."""
+    for i, step in enumerate(pipeline.steps):
+        if type(step) is TokenizerProcessorStep and is_packaged_tiny_vlm(step.tokenizer_name):
+            config = {k: v for k, v in step.get_config().items() if k != "tokenizer_name"}
+            pipeline.steps[i] = PackagedTokenizerStep(
+                tokenizer_name=PACKAGED_TINY_VLM, tokenizer=step.input_tokenizer, **config
+            )
+    return pipeline
+
+
+def make_tmrl_pre_post_processors(config, dataset_stats=None, **_: Any):
+    """The base policy's processors, for a ``tmrl`` config built without a saved agent directory
+    (LeRobot's factory calls this by naming convention). A saved agent carries its own."""
+    from tmrl_vla.policy.modeling_tmrl import load_base
+
+    if dataset_stats is not None:
+        raise ValueError("a tmrl agent normalises with its base policy's statistics; it takes no dataset_stats")
+    _, preprocessor, postprocessor = load_base(config, source=None)
+    return portable_steps(preprocessor), postprocessor
