@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 
-def lerobot_eval(policy: str, args, out: Path, extra: list[str]) -> dict:
+def lerobot_eval(policy: str, name: str, args, out: Path, extra: list[str]) -> dict:
     """Run the ``lerobot-eval`` console script next to this interpreter; returns its overall metrics."""
     command = [
         str(Path(sys.executable).parent / "lerobot-eval"),
@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
     names = args.name or [Path(p).name for p in args.policy]
     report = {"shift": args.shift, "episodes": args.episodes, "policies": {}}
     for name, policy in zip(names, args.policy, strict=True):
-        theirs = lerobot_eval(policy, args, out / f"lerobot_eval_{name}", args.extra)
+        theirs = lerobot_eval(policy, name, args, out / f"lerobot_eval_{name}", args.extra)
         ours = own_eval(policy, args)
         row = {"lerobot_eval": theirs, "project": ours, "difference_ci95": difference_ci(theirs, ours)}
         for side in (theirs, ours):

@@ -84,6 +84,30 @@ def test_an_agent_exports_as_a_complete_lerobot_policy_directory(tmrl_run, tiny_
     assert tokenizer["config"]["tokenizer_name"] == "tmrl_vla/models/tiny_smolvlm"
 
 
+def test_a_base_trained_by_another_install_is_exported_portably(tmrl_run, tiny_base_policy, tmp_path):
+    """The cache may hold a base trained from a checkout that is gone: its recorded backbone path
+    dangles, and it must not travel."""
+    import dataclasses
+    import shutil
+
+    _, agent, _ = tmrl_run
+    base = shutil.copytree(tiny_base_policy, tmp_path / "base")
+    gone = "/nowhere/checkout/tmrl_vla/models/tiny_smolvlm"
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps(config | {"vlm_model_name": gone}))
+    pre = json.loads((base / "policy_preprocessor.json").read_text())
+    for step in pre["steps"]:
+        if step["registry_name"] == "tokenizer_processor":
+            step["config"]["tokenizer_name"] = gone
+    (base / "policy_preprocessor.json").write_text(json.dumps(pre))
+    exported = dataclasses.replace(agent, base_policy=str(base)).save_pretrained(tmp_path / "agent")
+    for name, text in text_files(exported).items():
+        assert "/nowhere" not in text, name
+    assert json.loads((exported / "base_policy" / "config.json").read_text())["vlm_model_name"] == (
+        "tmrl_vla/models/tiny_smolvlm"
+    )
+
+
 def test_the_card_has_front_matter_results_curve_and_commands(tmrl_run):
     from huggingface_hub import metadata_load
 
@@ -265,3 +289,33 @@ def test_lerobot_eval_runs_an_agent_unchanged(tmrl_run, tmp_path):
     info = json.loads((out / "eval_info.json").read_text())
     assert info["overall"]["n_episodes"] == 2
     assert len(info["per_task"][0]["metrics"]["successes"]) == 2
+
+
+def test_lerobot_rollout_loads_an_agent_the_way_it_loads_any_policy(tmrl_run):
+    """lerobot-rollout (LeRobot's deployment CLI) needs a robot; its policy loading runs here as is."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.rollout.context import _load_pretrained_policy
+
+    from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
+
+    _, agent, exported = tmrl_run
+    config = PreTrainedConfig.from_pretrained(exported)
+    config.pretrained_path = exported
+    policy = _load_pretrained_policy(config)
+    assert isinstance(policy, TMRLAgentPolicy) and policy.csp.base_hash == agent.base_weights_hash
+
+
+def test_pushing_again_keeps_what_a_person_wrote_on_the_card(tmrl_run, fake_hub, hub_repos):
+    _, agent, _ = tmrl_run
+    agent.push_to_hub("me/pick-agent")
+    card = hub_repos["me/pick-agent"]["README.md"].decode()
+    hub_repos["me/pick-agent"]["README.md"] = (card + "\n## Notes\n\nTried on the lab's arm on Monday.\n").encode()
+    import dataclasses
+
+    longer = dataclasses.replace(agent, results={"episodes": 9, "successes": 5})
+    longer.push_to_hub("me/pick-agent", message="Upload TMRL agent, longer run")
+    again = hub_repos["me/pick-agent"]["README.md"].decode()
+    assert again.endswith("## Notes\n\nTried on the lab's arm on Monday.\n")
+    assert "| training episodes | 9 |" in again and "| training episodes | 4 |" not in again
+    assert again.count("<!-- tmrl_vla:tmrl -->") == 1 and again.count("library_name: lerobot") == 1
+    assert fake_hub[-1]["commit_message"] == "Upload TMRL agent, longer run"

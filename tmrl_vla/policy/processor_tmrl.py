@@ -26,8 +26,9 @@ PACKAGED_TOKENIZER_STEP = "tmrl_vla_packaged_tokenizer"
 
 
 def is_packaged_tiny_vlm(name: str | None) -> bool:
-    """Whether ``name`` (a path or the portable name) is the tiny backbone shipped in this package."""
-    return bool(name) and Path(name).name == TINY_VLM_DIR.name and (name == PACKAGED_TINY_VLM or Path(name).is_dir())
+    """Whether ``name`` is the tiny backbone shipped in this package: the portable name, or its
+    directory in any install (this one or the one that trained the policy, which may be gone)."""
+    return bool(name) and Path(name).parts[-3:] == Path(PACKAGED_TINY_VLM).parts
 
 
 @ProcessorStepRegistry.register(name=PACKAGED_TOKENIZER_STEP)
