@@ -251,6 +251,9 @@ def hub_with_pickles(local_hub, monkeypatch):
         target.write_text(REPO_TREE[filename])
         return str(target)
 
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # online, to these fakes
     monkeypatch.setattr(HfApi, "repo_info", repo_info)
     monkeypatch.setattr(HfApi, "list_repo_tree", list_repo_tree)
     monkeypatch.setattr(snapshot_module, "hf_hub_download", hf_hub_download)
@@ -264,7 +267,10 @@ def test_resolve_dir_downloads_data_files_only_never_pickles_or_code(hub_with_pi
     assert sorted(p.relative_to(resolved).as_posix() for p in resolved.rglob("*") if p.is_file()) == data
 
     # Offline, the cached snapshot is complete for these patterns: the pickles it lacks are not asked for.
-    monkeypatch.setattr(HfApi, "repo_info", REAL_REPO_INFO)  # the Hub is offline (local_hub)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(HfApi, "repo_info", REAL_REPO_INFO)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the Hub is offline again (local_hub)
     assert hub.resolve_dir("someone/mixed") == resolved
     # Without the patterns the same cache counts as incomplete: the patterns are what leaves the pickles out.
     with pytest.raises(LocalEntryNotFoundError, match="incomplete.*pytorch_model.bin"):

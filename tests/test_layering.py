@@ -39,6 +39,17 @@ RULES = [
         "the deployable agent pulls in no training loop",
     ),
     ("rl/[acdnrs]*.py", ("tmrl_vla.finetune", "tmrl_vla.assets"), "the library does not import the recipe's job"),
+    (
+        "policy/*.py",
+        (
+            "tmrl_vla.rl.trainer",
+            "tmrl_vla.rl.checkpoint",
+            "tmrl_vla.rl.collector",
+            "tmrl_vla.rl.run",
+            "tmrl_vla.finetune",
+        ),
+        "a deployed policy pulls in no training loop",
+    ),
     ("training.py", ("tmrl_vla.csp", "tmrl_vla.rl"), "the supervised loop is generic"),
     ("noise.py", ("tmrl_vla.",), "pure maths"),
     ("sinusoidal.py", ("tmrl_vla.",), "pure maths"),

@@ -21,7 +21,7 @@ from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
@@ -124,7 +124,12 @@ def resolve_dir(path_or_repo_id: str | Path, *, revision: str | None = None) -> 
             f"{name!r} is neither a local directory nor a valid Hub repo id (user/name): {problem}"
         )
     try:
-        return Path(snapshot_download(name, revision=revision, allow_patterns=list(HUB_FILE_PATTERNS)))
+        # With the Hub offline, the cache alone: snapshot_download would otherwise try to list the
+        # files of a revision given as a commit hash online, and fail even when that commit is cached.
+        offline = constants.HF_HUB_OFFLINE
+        return Path(
+            snapshot_download(name, revision=revision, allow_patterns=list(HUB_FILE_PATTERNS), local_files_only=offline)
+        )
     except LocalEntryNotFoundError as err:
         at = f" at revision {revision}" if revision else ""
         raise NotInLocalCacheError(

@@ -319,3 +319,25 @@ def test_pushing_again_keeps_what_a_person_wrote_on_the_card(tmrl_run, fake_hub,
     assert "| training episodes | 9 |" in again and "| training episodes | 4 |" not in again
     assert again.count("<!-- tmrl_vla:tmrl -->") == 1 and again.count("library_name: lerobot") == 1
     assert fake_hub[-1]["commit_message"] == "Upload TMRL agent, longer run"
+
+
+def test_a_base_on_the_hub_is_named_at_its_commit_not_copied(tmrl_run, tiny_base_policy, local_hub, tmp_path):
+    import dataclasses
+
+    from huggingface_hub import metadata_load
+
+    from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
+
+    _, agent, _ = tmrl_run
+    local_hub(tiny_base_policy, "someone/tiny-smolvla", commit="f" * 40)
+    exported = dataclasses.replace(agent, base_policy="someone/tiny-smolvla").save_pretrained(tmp_path / "agent")
+    config = json.loads((exported / "config.json").read_text())
+    assert (config["base_policy"], config["base_revision"]) == ("someone/tiny-smolvla", "f" * 40)
+    assert not (exported / "base_policy").exists() and (exported / "csp_adapter").is_dir()
+    # the embedded adapter names the base by its Hub id, as a user would load it
+    assert json.loads((exported / "csp_adapter" / "csp_config.json").read_text())["base_model"]["name_or_path"] == (
+        "someone/tiny-smolvla"
+    )
+    assert metadata_load(exported / "README.md")["base_model"] == "someone/tiny-smolvla"
+    policy = TMRLAgentPolicy.from_pretrained(exported)
+    assert policy.csp.base_hash == agent.base_weights_hash

@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import metadata_load, metadata_save
 
 from tmrl_vla.csp.serialization import CSP_CONFIG_FILE, PROCESSOR_PREFIXES, hub_name
-from tmrl_vla.hub import check_repo_id, library_versions, render_card, update_card
+from tmrl_vla.hub import check_repo_id, library_versions, render_card, resolve_dir, update_card
 from tmrl_vla.policy.configuration_tmrl import TMRLAgentConfig
 from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, WEIGHTS_FILE, TMRLAgentPolicy
 from tmrl_vla.policy.processor_tmrl import PACKAGED_TINY_VLM, PACKAGED_TOKENIZER_STEP, is_packaged_tiny_vlm
@@ -95,7 +95,13 @@ def _component(name: str | None, revision: str | None, directory: Path, folder: 
         return EMBEDDED_PREFIX + folder, None
     if hub_name(name) is None:
         raise FileNotFoundError(f"the {what} {name!r} is neither a local directory nor a Hub repo id")
-    return name, revision
+    return name, revision or snapshot_commit(resolve_dir(name))
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit a Hub download of a repo is at (its snapshot folder's name), so an agent names the
+    exact base it was trained on even when the user gave no revision."""
+    return path.name if path.parent.name == "snapshots" else None
 
 
 def export_agent(
@@ -112,8 +118,6 @@ def export_agent(
     directory (see the module docstring); ``curve``: its learning-curve image; ``commands``: the
     commands that reproduce and evaluate it, shown on the card (no paths of this machine)."""
     from lerobot.configs.policies import PreTrainedConfig
-
-    from tmrl_vla.hub import resolve_dir
 
     if repo_id is not None:
         check_repo_id(repo_id)
@@ -175,8 +179,6 @@ def _adapter_datasets(directory: Path, agent) -> list[str]:
     """The Hub datasets the CSP adapter was trained on (what the card lists under ``datasets``)."""
     if agent.csp_adapter is None:
         return []
-    from tmrl_vla.hub import resolve_dir
-
     source = directory / ADAPTER_FOLDER if Path(agent.csp_adapter).is_dir() else resolve_dir(agent.csp_adapter)
     meta = json.loads((source / CSP_CONFIG_FILE).read_text())
     return [d for d in meta.get("datasets", []) if hub_name(d) and not d.startswith("local/")]
