@@ -172,7 +172,7 @@ def card_commands(cfg: FinetuneConfig) -> dict[str, str]:
         if isinstance(value, str) and Path(value).exists():
             value = f"<{key.split('.')[0]} directory>"
         args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
-    agent = cfg.hub.repo_id or "path/to/pretrained_model"
+    agent = cfg.hub.repo_id or "path/to/this/agent"
     commands = {"train": " ".join(["accelerate launch recipes/finetune_pick.py", *args])}
     if cfg.env.type == "so100_pick_cube":
         shift = f" --env.shift={cfg.env.shift}" if cfg.env.shift else ""

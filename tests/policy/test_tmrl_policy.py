@@ -341,3 +341,19 @@ def test_a_base_on_the_hub_is_named_at_its_commit_not_copied(tmrl_run, tiny_base
     assert metadata_load(exported / "README.md")["base_model"] == "someone/tiny-smolvla"
     policy = TMRLAgentPolicy.from_pretrained(exported)
     assert policy.csp.base_hash == agent.base_weights_hash
+
+
+def test_an_agent_saved_again_in_place_keeps_what_it_carries(tmrl_run, tmp_path):
+    import shutil
+
+    from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    _, _, exported = tmrl_run
+    copy = shutil.copytree(exported, tmp_path / "agent")
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*.safetensors")}
+    loaded = TMRLAgent.from_pretrained(copy)  # its base and adapter: folders of this very directory
+    loaded.save_pretrained(copy, curve=copy / "learning_curve.png")
+    assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*.safetensors")} == before
+    assert (copy / "learning_curve.png").is_file()
+    assert TMRLAgentPolicy.from_pretrained(copy).csp.base_hash == loaded.base_weights_hash

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from huggingface_hub import metadata_load, metadata_save
+from safetensors.torch import save_file
 
 from tmrl_vla.csp.serialization import CSP_CONFIG_FILE, PROCESSOR_PREFIXES, hub_name
 from tmrl_vla.hub import check_repo_id, library_versions, render_card, resolve_dir, update_card
@@ -61,12 +62,13 @@ def embed_checkpoint(source: Path, target: Path, *, base_ref: str | None) -> Non
     the policy's own ``pretrained_path`` is cleared, the packaged backbone named portably, and an
     adapter's record of its base becomes ``base_ref`` (the base's Hub id, or None when the base
     travels beside it in the same agent)."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for file in source.iterdir():
-        if file.is_file() and file.suffix in _KEPT_SUFFIXES and file.name not in _DROPPED:
-            shutil.copy2(file, target / file.name)
+    if not (target.exists() and source.resolve() == target.resolve()):  # saving an agent again in place
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for file in source.iterdir():
+            if file.is_file() and file.suffix in _KEPT_SUFFIXES and file.name not in _DROPPED:
+                shutil.copy2(file, target / file.name)
     config = target / "config.json"
     if config.is_file():
         values = json.loads(config.read_text())
@@ -159,11 +161,9 @@ def export_agent(
     state = agent.agent.state_dict()
     if not include_critics:
         state = {k: v for k, v in state.items() if k.startswith("actor.")}
-    from safetensors.torch import save_file
-
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
     copy_processors(base_dir, directory)
-    if curve is not None and Path(curve).is_file():
+    if curve is not None and Path(curve).is_file() and Path(curve).resolve() != (directory / CURVE_FILE).resolve():
         shutil.copy2(curve, directory / CURVE_FILE)
     training = {"results": agent.results or {}, "commands": commands or {}, "versions": library_versions()}
     (directory / TRAINING_FILE).write_text(json.dumps(training, indent=2))
