@@ -46,8 +46,11 @@ def lerobot_eval(policy: str, name: str, args, out: Path, extra: list[str]) -> d
         raise RuntimeError(f"lerobot-eval failed ({result.returncode}):\n{result.stderr[-3000:]}")
     overall = json.loads((out / "eval_info.json").read_text())["overall"]
     successes = round(overall["pc_success"] * overall["n_episodes"] / 100)
+    # as a reader would type it: the policy by its label, the output directory left to them
+    shown = " ".join(["lerobot-eval", *command[1:]])
+    shown = shown.replace(f"--policy.path={policy}", f"--policy.path=<{name}>").replace(str(out), "<out>")
     return {
-        "command": " ".join(["lerobot-eval", *command[1:]]),
+        "command": shown,
         "successes": successes,
         "episodes": overall["n_episodes"],
         "seconds": time.perf_counter() - start,
