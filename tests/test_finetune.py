@@ -118,10 +118,17 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys, fake_h
     ]
     assert dsrl["rl"]["commit_url"] == "https://huggingface.co/me/dsrl-pick/commit/c0ffee"
     final = uploads[-1]["files"]
-    assert {"config.json", "model.safetensors", "README.md", "learning_curve.png", "base_policy/config.json"} <= set(
-        final
+    processors = [
+        "policy_postprocessor.json",
+        "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+        "policy_preprocessor.json",
+        "policy_preprocessor_step_5_normalizer_processor.safetensors",
+    ]
+    # the base was a local directory (the cache): it travels inside; DSRL has no adapter
+    assert sorted(final) == sorted(
+        ["README.md", "config.json", "learning_curve.png", "model.safetensors", "training.json", *processors]
+        + [f"base_policy/{name}" for name in ["config.json", "model.safetensors", *processors]]
     )
-    assert not any(name.startswith("csp_adapter/") for name in final)  # DSRL steers the plain base
     card = final["README.md"].decode()
     assert "license: mit" in card and "lerobot-eval --policy.path=me/dsrl-pick --env.type=so100_pick_cube" in card
     assert "--rl.agent.kind=dsrl" in card and str(tmp_path) not in card
