@@ -1,8 +1,11 @@
-"""TMRL vs DSRL on the default fine-tuning task: success vs environment episodes over several seeds.
+"""TMRL vs DSRL on fine-tuning tasks: success vs environment episodes over several seeds.
 
     python eval/compare_tmrl_dsrl.py                      # 5 seeds each, the embedded default (~2 h on 2 cores)
     python eval/compare_tmrl_dsrl.py --seeds 3 --decisions 400 --jobs 2
     python eval/compare_tmrl_dsrl.py --rl.observation.image_grid=1 --out outputs/cmp_mean_pooled
+    python eval/compare_tmrl_dsrl.py --shift dim_light --out outputs/cmp_dim_light
+    python eval/compare_tmrl_dsrl.py --suite eval/shift_split.json --role tune --seeds 3 --out outputs/suite_tune
+    python eval/compare_tmrl_dsrl.py --suite eval/shift_split.json --role test --seeds 3 --out outputs/suite_test
 
 Any further ``--rl.*`` argument is a recipe override (as in ``recipes/finetune_pick.py``) applied to
 both agents' preset.
@@ -11,9 +14,22 @@ Both agents run the recipe's RL stage (``tmrl_vla.rl.run.run_rl``) with the same
 seed at a time per job, each job in its own process with one thread; the measures, censoring and
 bounds are :mod:`tmrl_vla.rl.comparison`'s (``--measure``: ``evaluation``, the deterministic agent
 every ``--eval-every`` decisions, or ``training``, the rolling training success; both are in the
-JSON). ``--extend-unreached`` continues only the runs that have not reached the threshold;
-``--report`` trains nothing and summarises the runs as they stand. Writes ``curves.png`` and
-``summary.json`` and prints the summary as its last line.
+JSON). ``--extend-unreached`` continues only the runs that have not reached the threshold (in a
+suite, the highest of ``--thresholds``); ``--report`` trains nothing and summarises the runs as
+they stand. A run made with other settings than the ones given (agent config, env) is refused.
+
+One task (``--shift``, a named context shift of the pick-cube env; default ``moved_camera``) writes
+``curves.png`` and ``summary.json`` under ``--out`` and prints the summary as its last line.
+
+A suite (``--suite SPLIT_FILE --role tune|test|all``) runs that comparison on every shift the split
+file lists for the role, each into ``<out>/<shift>/`` as a one-task run would write it (so it
+resumes shift by shift and run by run), then reports episodes to each of ``--thresholds`` per
+shift and pooled over the shifts (:func:`tmrl_vla.rl.comparison.suite_summary`) in
+``<out>/suite_summary.json`` and ``<out>/suite.png``, and prints that summary as its last line. The
+split file is the pre-registration, written before any result:
+``{"tune": ["moved_camera", ...], "test": [...], "notes": "..."}``; tune on the ``tune`` shifts and
+run ``--role test`` once, at the end. The same command with ``--report`` added writes the summary
+and figures again from the runs as they stand, training nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +40,10 @@ import json
 from pathlib import Path
 
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
+
+DEFAULT_SHIFT = "moved_camera"
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_SUITE_THRESHOLDS = (0.5, 0.8)
 
 
 def run_job(job):
@@ -41,7 +61,17 @@ def parse(argv: list[str] | None):
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--decisions", type=int, default=1500, help="decision steps per run (x num_envs envs)")
     parser.add_argument("--num-envs", type=int, default=None, help="default: the recipe preset's")
-    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--shift", default=None, help=f"the task: a named context shift (default {DEFAULT_SHIFT})")
+    parser.add_argument("--suite", default=None, metavar="SPLIT_FILE", help="run every shift of --role in this file")
+    parser.add_argument("--role", choices=("tune", "test", "all"), default=None, help="which shifts of --suite")
+    parser.add_argument("--threshold", type=float, default=None, help=f"one task (default {DEFAULT_THRESHOLD})")
+    parser.add_argument(
+        "--thresholds",
+        default=None,
+        help="a suite's success thresholds, comma-separated (default "
+        + ",".join(map(str, DEFAULT_SUITE_THRESHOLDS))
+        + ")",
+    )
     parser.add_argument("--measure", choices=("evaluation", "training"), default="evaluation")
     parser.add_argument("--eval-every", type=int, default=100, help="decisions between deterministic evaluations")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one CPU thread each")
@@ -65,7 +95,39 @@ def parse(argv: list[str] | None):
     args, overrides = parser.parse_known_args(argv)
     if any(not o.startswith("--rl.") for o in overrides):
         parser.error(f"unknown arguments {overrides}: only --rl.* recipe overrides are passed through")
+    resolve_tasks(parser, args)
     return args, overrides
+
+
+def resolve_tasks(parser: argparse.ArgumentParser, args) -> None:
+    """Set ``args.shifts`` and ``args.thresholds`` (a list of floats) from one task's flags or a suite's."""
+    from tmrl_vla.envs.pick_cube import SHIFTS  # read now: shifts may be added after this was written
+    from tmrl_vla.rl.comparison import read_split, role_shifts
+
+    if args.suite is None:
+        if args.role is not None or args.thresholds is not None:
+            parser.error("--role and --thresholds belong to a suite: give --suite SPLIT_FILE (or --threshold)")
+        args.shift = args.shift or DEFAULT_SHIFT
+        if args.shift not in SHIFTS:
+            parser.error(f"unknown --shift {args.shift!r}; known shifts: {', '.join(sorted(SHIFTS))}")
+        args.shifts = [args.shift]
+        args.thresholds = [DEFAULT_THRESHOLD if args.threshold is None else args.threshold]
+        return
+    if args.shift is not None or args.threshold is not None:
+        parser.error("--shift and --threshold are for one task; a suite takes its shifts from --suite, --thresholds")
+    if args.role is None:
+        parser.error("--suite needs --role tune, test or all")
+    try:
+        args.shifts = role_shifts(read_split(args.suite, SHIFTS), args.role)
+    except ValueError as e:
+        parser.error(str(e))
+    text = args.thresholds or ",".join(map(str, DEFAULT_SUITE_THRESHOLDS))
+    try:
+        args.thresholds = sorted({float(t) for t in text.split(",")})
+    except ValueError:
+        parser.error(f"--thresholds must be comma-separated numbers, got {text!r}")
+    if not all(0 < t <= 1 for t in args.thresholds):
+        parser.error(f"--thresholds are success rates in (0, 1], got {text!r}")
 
 
 def rl_config(args, overrides: list[str]):
@@ -88,51 +150,81 @@ def rl_config(args, overrides: list[str]):
     return parse_args(FinetuneConfig(rl=rl), overrides).rl if overrides else rl
 
 
+def run_all(jobs: list, processes: int, report: bool) -> list[dict]:
+    """Every job's result, in order; ``processes`` at once (a report only reads files: in this one)."""
+    if processes > 1 and not report:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(processes, maxtasksperchild=1) as pool:
+            # imap: a failing run raises as soon as the runs before it are done, not after all of them
+            return list(pool.imap(run_job, jobs, chunksize=1))
+    return [run_job(job) for job in jobs]
+
+
+def write_comparison(out: Path, results: list[dict], args, threshold: float) -> dict:
+    """One task's ``curves.png`` and ``summary.json`` in ``out``; returns the summary."""
+    from tmrl_vla.metrics import read_metrics
+    from tmrl_vla.rl.comparison import summarise
+    from tmrl_vla.rl.curves import plot_learning_curve
+
+    runs = {a: [out / a / f"seed{s}" / "metrics.jsonl" for s in range(args.seeds)] for a in ("tmrl", "dsrl")}
+    curves = {a: [read_metrics(path) for path in paths] for a, paths in runs.items()}
+    plot_learning_curve(curves, out / "curves.png", threshold=threshold)
+    summary = summarise(results, threshold) | {"measure": args.measure, "runs": results}
+    # with --extend-unreached or --report the runs' lengths can differ: list them
+    lengths = sorted({r["decisions"] for r in results})
+    summary["decisions_per_run"] = lengths if args.extend_unreached or args.report else args.decisions
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"curves: {out / 'curves.png'}  summary: {out / 'summary.json'}")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse(argv)
     from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.spec import EnvSpec
-    from tmrl_vla.metrics import read_metrics
-    from tmrl_vla.rl.comparison import comparison_runs, summarise
-    from tmrl_vla.rl.curves import plot_learning_curve
+    from tmrl_vla.rl.comparison import comparison_runs, plot_suite, suite_summary
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy, adapter = args.policy, args.adapter
     if policy is None and not args.report:  # a report trains nothing: no assets needed
         policy, adapter = default_policy_and_adapter(args.cache_dir)
-    env = EnvSpec(shift="moved_camera", episode_length=args.episode_length)
-    jobs = comparison_runs(
-        rl_config(args, overrides),
-        args.seeds,
-        out,
-        env=env,
-        policy=policy,
-        adapter=adapter,
-        threshold=args.threshold,
-        measure=args.measure,
-        extend_unreached=args.extend_unreached,
-        report=args.report,
-    )
-    if args.jobs > 1 and not args.report:  # a report only reads files
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            # imap: a failing run raises as soon as the runs before it are done, not after all of them
-            results = list(pool.imap(run_job, jobs, chunksize=1))
-    else:
-        results = [run_job(job) for job in jobs]
-    runs = {a: [out / a / f"seed{s}" / "metrics.jsonl" for s in range(args.seeds)] for a in ("tmrl", "dsrl")}
-    curves = {a: [read_metrics(path) for path in paths] for a, paths in runs.items()}
-    plot_learning_curve(curves, out / "curves.png", threshold=args.threshold)
-    summary = summarise(results, args.threshold) | {"measure": args.measure, "runs": results}
-    # with --extend-unreached or --report the runs' lengths can differ: list them
-    lengths = sorted({r["decisions"] for r in results})
-    summary["decisions_per_run"] = lengths if args.extend_unreached or args.report else args.decisions
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"curves: {out / 'curves.png'}  summary: {out / 'summary.json'}")
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
-    return summary
+    # a suite's runs are settled (--extend-unreached) and drawn against its highest threshold
+    threshold = max(args.thresholds)
+    dirs = {shift: out / shift for shift in args.shifts} if args.suite else {args.shift: out}
+    rl = rl_config(args, overrides)
+    jobs = {
+        shift: comparison_runs(
+            rl,
+            args.seeds,
+            directory,
+            env=EnvSpec(shift=shift, episode_length=args.episode_length),
+            policy=policy,
+            adapter=adapter,
+            threshold=threshold,
+            thresholds=tuple(args.thresholds) if args.suite else (),
+            measure=args.measure,
+            extend_unreached=args.extend_unreached,
+            report=args.report,
+        )
+        for shift, directory in dirs.items()
+    }
+    # all shifts' runs in one pool, shift after shift: --jobs stays busy and the first shifts finish first
+    results = iter(run_all([job for shift_jobs in jobs.values() for job in shift_jobs], args.jobs, args.report))
+    by_shift = {shift: [next(results) for _ in shift_jobs] for shift, shift_jobs in jobs.items()}
+    summaries = {shift: write_comparison(dirs[shift], by_shift[shift], args, threshold) for shift in dirs}
+    if not args.suite:
+        summary = summaries[args.shift]
+        print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
+        return summary
+    suite = {"split_file": args.suite, "role": args.role, "measure": args.measure, "seeds": args.seeds}
+    suite |= suite_summary(by_shift, args.thresholds)
+    (out / "suite_summary.json").write_text(json.dumps(suite, indent=2))
+    plot_suite(suite, out / "suite.png")
+    print(f"suite: {out / 'suite_summary.json'}  figure: {out / 'suite.png'}")
+    print(json.dumps(suite))
+    return suite
 
 
 if __name__ == "__main__":

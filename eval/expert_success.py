@@ -11,25 +11,9 @@ import argparse
 import json
 
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
-from tmrl_vla.envs.expert import ScriptedExpert
-from tmrl_vla.envs.pick_cube import SHIFTS, PickCubeConfig, PickCubeEnv
+from tmrl_vla.envs.expert import expert_success
+from tmrl_vla.envs.pick_cube import SHIFTS, PickCubeConfig
 from tmrl_vla.rollout import wilson_interval
-
-
-def expert_success(shift: str, episodes: int, seed: int = 100_000) -> list[bool]:
-    env = PickCubeEnv(PickCubeConfig.with_shift(shift))
-    expert = ScriptedExpert(seed=seed)
-    out = []
-    for i in range(episodes):
-        env.reset(seed=seed + i)
-        expert.reset(env)
-        done, info = False, {}
-        while not done:
-            _, _, terminated, truncated, info = env.step(expert.act(env))
-            done = terminated or truncated
-        out.append(bool(info["is_success"]))
-    env.close()
-    return out
 
 
 def main() -> None:
@@ -38,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     result = {}
     for shift in SHIFTS:
-        wins = expert_success(shift, args.episodes)
+        wins = expert_success(PickCubeConfig.with_shift(shift), args.episodes)
         lo, hi = wilson_interval(sum(wins), len(wins))
         result[shift] = {
             "success_rate": sum(wins) / len(wins),

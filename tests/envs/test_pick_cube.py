@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tmrl_vla.envs import ENVS, make_env
-from tmrl_vla.envs.pick_cube import JOINT_NAMES, SHIFTS, PickCubeConfig, PickCubeEnv
+from tmrl_vla.envs.pick_cube import JOINT_NAMES, SHIFTS, ContextShift, PickCubeConfig, PickCubeEnv
 
 
 @pytest.fixture
@@ -100,3 +100,59 @@ def test_config_validation():
         PickCubeConfig(cameras=("top",))
     with pytest.raises(ValueError, match="cube_x_range"):
         PickCubeConfig(cube_x_range=(0.3, 0.1))
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [
+        ContextShift(camera_roll=20.0),
+        ContextShift(table_rgba=(0.18, 0.2, 0.24, 1.0)),
+        ContextShift(light_rgb=(1.0, 0.6, 0.3)),
+        ContextShift(camera_offset=(0.0, -0.04, 0.02)),
+    ],
+    ids=["roll", "table", "light", "camera_left"],
+)
+def test_the_new_kinds_of_shift_change_pixels_only(shift):
+    base, shifted = PickCubeEnv(), PickCubeEnv(PickCubeConfig(shift=shift))
+    obs_b, _ = base.reset(seed=4)
+    obs_s, _ = shifted.reset(seed=4)
+    assert np.array_equal(base.cube_pos(), shifted.cube_pos())
+    assert np.array_equal(obs_b["observation.state"], obs_s["observation.state"])
+    assert np.abs(obs_b["observation.images.front"].astype(int) - obs_s["observation.images.front"]).mean() > 1.0
+    base.close()
+    shifted.close()
+
+
+def test_defaults_of_the_new_fields_leave_the_demo_world_unchanged():
+    """The scene file's own table colour and light: the demos' pixels do not move."""
+    from tmrl_vla.envs.pick_cube import TABLE
+
+    explicit = ContextShift(camera_roll=0.0, table_rgba=TABLE, light_rgb=(1.0, 1.0, 1.0), cube_scale=1.0)
+    a, b = PickCubeEnv(), PickCubeEnv(PickCubeConfig(shift=explicit))
+    assert np.array_equal(
+        a.reset(seed=1)[0]["observation.images.front"], b.reset(seed=1)[0]["observation.images.front"]
+    )
+    a.close()
+    b.close()
+
+
+def test_a_smaller_cube_rests_on_the_table_and_the_expert_still_lifts_it():
+    from tmrl_vla.envs.expert import expert_success
+
+    env = PickCubeEnv(PickCubeConfig.with_shift("small_cube"))
+    env.reset(seed=0)
+    assert env.cube_pos()[2] == pytest.approx(0.02 * 0.7)
+    for _ in range(20):
+        env.step(env.home_qpos)
+    assert env.cube_pos()[2] == pytest.approx(0.02 * 0.7, abs=1e-3)  # it did not sink or fall
+    env.close()
+    assert sum(expert_success(PickCubeConfig.with_shift("small_cube"), 3)) == 3
+
+
+def test_the_new_fields_are_validated():
+    with pytest.raises(ValueError, match="no longer fits the open gripper"):
+        ContextShift(cube_scale=1.2)
+    with pytest.raises(ValueError, match="table_rgba must be 4 values"):
+        ContextShift(table_rgba=(2.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="light_rgb must be 3 values"):
+        ContextShift(light_rgb=(1.0, -0.5, 1.0))

@@ -3,6 +3,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -80,3 +82,93 @@ def test_report_summarises_existing_runs_without_building_or_training(tmp_path, 
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["tmrl_episodes_to_80"] == 120 and last["dsrl_censored"] == 1 and last["dsrl_episodes_to_80"] == 180
     assert last["decisions_per_run"] == [200, 300] and last["ratio_bound"] == "upper"
+
+
+def tiny_suite_args(policy, adapter, split, out, *extra):
+    return [
+        *("--policy", str(policy), "--adapter", str(adapter), "--suite", str(split), "--role", "test"),
+        *("--seeds", "1", "--decisions", "2", "--jobs", "1", "--tiny", "--num-envs", "2"),
+        *("--episode-length", "6", "--out", str(out), "--rl.observation.image_grid=1", *extra),
+    ]
+
+
+def test_tiny_suite_runs_each_shift_resumes_and_reports_without_training(
+    tiny_base_policy, tiny_adapter, tmp_path, monkeypatch, capsys
+):
+    import tmrl_vla.assets
+    import tmrl_vla.rl.run
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"tune": ["moved_camera"], "test": ["dim_light", "green_cube"], "notes": "tests"}))
+    out = tmp_path / "suite"
+    args = tiny_suite_args(tiny_base_policy, tiny_adapter, split, out)
+    compare.main(args)
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["shifts"] == ["dim_light", "green_cube"] and first["role"] == "test"
+    assert first["thresholds"] == [0.5, 0.8] and set(first["pooled"]) == {"0.5", "0.8"}
+    for pooled in first["pooled"].values():  # two shifts of one seed: the interval comes from the shifts
+        assert pooled["ratio"] > 0 and None not in pooled["ratio_ci95"] and pooled["tmrl"]["runs"] == 2
+    assert not (out / "moved_camera").exists()  # a tuning shift is not run for --role test
+    for shift in ("dim_light", "green_cube"):
+        assert (out / shift / "curves.png").stat().st_size > 1000
+        assert json.loads((out / shift / "summary.json").read_text())["seeds"] == 1
+        assert json.loads((out / shift / "tmrl" / "seed0" / "env.json").read_text())["shift"] == shift
+        for threshold in ("0.5", "0.8"):
+            assert first["per_shift"][shift][threshold]["dsrl"]["runs"] == 1
+    assert json.loads((out / "suite_summary.json").read_text()) == first
+    assert (out / "suite.png").stat().st_size > 1000
+    metrics = sorted(out.glob("*/*/seed0/metrics.jsonl"))
+    assert len(metrics) == 4
+    written = [m.stat().st_mtime_ns for m in metrics]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("finished runs are read back: nothing trains or builds assets again")
+
+    monkeypatch.setattr(tmrl_vla.rl.run, "run_rl", refuse)
+    monkeypatch.setattr(tmrl_vla.assets, "build_default_assets", refuse)
+    compare.main(args)  # the same suite again
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == first
+    report = ["--report", "--suite", str(split), "--role", "test", "--seeds", "1", "--out", str(out)]
+    compare.main([*report, "--cache-dir", str(tmp_path)])  # no --policy: a report needs no assets
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reported["pooled"] == first["pooled"] and reported["per_shift"] == first["per_shift"]
+    assert [m.stat().st_mtime_ns for m in metrics] == written
+    # other settings for the existing runs are refused, not read back as if they were the ones asked for
+    with pytest.raises(ValueError, match=r"env.episode_length \(6 vs 7\)"):
+        compare.main(tiny_suite_args(tiny_base_policy, tiny_adapter, split, out, "--episode-length", "7"))
+
+
+@pytest.mark.parametrize(
+    "split, problem",
+    [
+        ({"tune": ["moved_camera"], "test": []}, "'test' must be a non-empty list"),
+        ({"tune": ["moved_camera"], "test": ["foggy_lens"]}, "unknown shifts in 'test'"),
+        ({"tune": ["moved_camera"], "test": ["moved_camera"]}, "in both 'tune' and 'test'"),
+    ],
+)
+def test_a_bad_split_file_is_refused_naming_the_file_and_the_problem(tmp_path, capsys, split, problem):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(split))
+    with pytest.raises(SystemExit):
+        compare.main(["--suite", str(path), "--role", "test", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert problem in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--shift", "foggy_lens"], "unknown --shift 'foggy_lens'; known shifts: "),
+        (["--suite", "split.json"], "--suite needs --role"),
+        (["--role", "test"], "--role and --thresholds belong to a suite"),
+        (["--suite", "split.json", "--role", "test", "--shift", "dim_light"], "--shift and --threshold are for one"),
+    ],
+)
+def test_unknown_shifts_and_mixed_flags_are_refused(tmp_path, capsys, args, problem):
+    with pytest.raises(SystemExit):
+        compare.main([*args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert problem in err
+    if problem.startswith("unknown --shift"):
+        assert "dim_light" in err and "moved_camera" in err  # the known ones are named

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tmrl_vla.envs.kinematics import top_down_ik
-from tmrl_vla.envs.pick_cube import CUBE_HALF, GRIPPER_CLOSED, GRIPPER_OPEN, PickCubeEnv
+from tmrl_vla.envs.pick_cube import CUBE_HALF, GRIPPER_CLOSED, GRIPPER_OPEN, PickCubeConfig, PickCubeEnv
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,23 @@ class ScriptedExpert:
         std = np.array([self.config.action_noise] * 5 + [self.config.gripper_noise])
         action = action + self.rng.normal(0.0, 1.0, size=action.shape) * std
         return np.clip(action, env.joint_low, env.joint_high).astype(np.float32)
+
+
+def expert_success(config: PickCubeConfig, episodes: int, *, seed: int = 100_000) -> list[bool]:
+    """Whether the scripted expert solves each of ``episodes`` episodes (env seeds ``seed + i``):
+    a context shift is a fine-tuning problem only if the motion the demos hold still solves it."""
+    env = PickCubeEnv(config)
+    expert = ScriptedExpert(seed=seed)
+    out = []
+    try:
+        for i in range(episodes):
+            env.reset(seed=seed + i)
+            expert.reset(env)
+            done, info = False, {}
+            while not done:
+                _, _, terminated, truncated, info = env.step(expert.act(env))
+                done = terminated or truncated
+            out.append(bool(info["is_success"]))
+    finally:
+        env.close()
+    return out

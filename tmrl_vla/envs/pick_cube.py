@@ -44,6 +44,7 @@ GRIPPER_OPEN = 0.04  # finger opening (m): the cube is 0.04 wide, so open leaves
 GRIPPER_CLOSED = 0.0
 CUBE_HALF = 0.02
 RED = (0.85, 0.12, 0.10, 1.0)
+TABLE = (0.55, 0.52, 0.48, 1.0)  # the scene file's table colour
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,30 @@ class ContextShift:
     distractor: bool = False  # a second, blue cube somewhere else in the region
     light_scale: float = 1.0  # multiplies the key light and the headlight
     camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # metres, added to the front camera
+    # Degrees the front camera turns about its own viewing axis (the image rotates the other way).
+    camera_roll: float = 0.0
+    table_rgba: tuple[float, float, float, float] = TABLE  # the table's colour, RGBA in [0, 1]
+    # Multiplies the key light's colour per channel (R, G, B): a tinted light, same brightness range.
+    light_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Multiplies the cube's size. The motion stays the one the demos hold as long as the open
+    # gripper still fits around it (it opens to GRIPPER_OPEN = 0.04 m, twice CUBE_HALF): <= 1.
+    cube_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if len(self.cube_rgba) != 4 or not all(0.0 <= c <= 1.0 for c in self.cube_rgba):
-            raise ValueError(f"cube_rgba must be 4 values in [0, 1], got {self.cube_rgba}")
+        for name in ("cube_rgba", "table_rgba"):
+            value = getattr(self, name)
+            if len(value) != 4 or not all(0.0 <= c <= 1.0 for c in value):
+                raise ValueError(f"{name} must be 4 values in [0, 1], got {value}")
         if self.light_scale < 0:
             raise ValueError(f"light_scale must be >= 0, got {self.light_scale}")
+        if len(self.light_rgb) != 3 or min(self.light_rgb) < 0:
+            raise ValueError(f"light_rgb must be 3 values >= 0, got {self.light_rgb}")
         if len(self.camera_offset) != 3:
             raise ValueError(f"camera_offset must have 3 values, got {self.camera_offset}")
+        if not 0.5 <= self.cube_scale <= 1.0:
+            raise ValueError(
+                f"cube_scale must lie in [0.5, 1]: a larger cube no longer fits the open gripper, got {self.cube_scale}"
+            )
 
 
 # Named shifts. "moved_camera" is the default fine-tuning task (the README says how it was picked).
@@ -76,6 +93,12 @@ SHIFTS: dict[str, ContextShift] = {
     "distractor": ContextShift(distractor=True),
     "dim_light": ContextShift(light_scale=0.4),
     "moved_camera": ContextShift(camera_offset=(0.0, 0.04, 0.02)),
+    "camera_left": ContextShift(camera_offset=(0.0, -0.04, 0.02)),
+    "camera_high": ContextShift(camera_offset=(0.03, 0.0, 0.05)),
+    "rolled_camera": ContextShift(camera_roll=20.0),
+    "dark_table": ContextShift(table_rgba=(0.18, 0.2, 0.24, 1.0)),
+    "warm_light": ContextShift(light_rgb=(1.0, 0.6, 0.3)),
+    "small_cube": ContextShift(cube_scale=0.7),
 }
 
 
@@ -174,11 +197,19 @@ class PickCubeEnv(gym.Env):
     def _apply_shift(self, shift: ContextShift) -> None:
         m = self.model
         m.geom_rgba[m.geom("cube").id] = shift.cube_rgba
+        m.geom_rgba[m.geom("table").id] = shift.table_rgba
+        m.geom_size[m.geom("cube").id] *= shift.cube_scale
         light = m.light("key").id
-        m.light_diffuse[light] *= shift.light_scale
+        m.light_diffuse[light] *= shift.light_scale * np.asarray(shift.light_rgb)
         m.vis.headlight.ambient[:] = np.asarray(m.vis.headlight.ambient) * shift.light_scale
         m.vis.headlight.diffuse[:] = np.asarray(m.vis.headlight.diffuse) * shift.light_scale
-        m.cam_pos[m.camera("front").id] += np.asarray(shift.camera_offset)
+        camera = m.camera("front").id
+        m.cam_pos[camera] += np.asarray(shift.camera_offset)
+        if shift.camera_roll:
+            half = np.deg2rad(shift.camera_roll) / 2  # about the camera's own z axis, its viewing axis
+            rolled = np.zeros(4)
+            mujoco.mju_mulQuat(rolled, m.cam_quat[camera].copy(), np.array([np.cos(half), 0.0, 0.0, np.sin(half)]))
+            m.cam_quat[camera] = rolled
 
     @property
     def task(self) -> str:
@@ -219,7 +250,8 @@ class PickCubeEnv(gym.Env):
         return self._observation(), {"is_success": False}
 
     def _place(self, adr: int, xy: np.ndarray) -> None:
-        self.data.qpos[adr : adr + 3] = (xy[0], xy[1], CUBE_HALF)
+        half = CUBE_HALF * (self.config.shift.cube_scale if adr == self._cube_qpos else 1.0)
+        self.data.qpos[adr : adr + 3] = (xy[0], xy[1], half)
         self.data.qpos[adr + 3 : adr + 7] = (1.0, 0.0, 0.0, 0.0)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
