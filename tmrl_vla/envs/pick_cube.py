@@ -94,11 +94,12 @@ SHIFTS: dict[str, ContextShift] = {
     "dim_light": ContextShift(light_scale=0.4),
     "moved_camera": ContextShift(camera_offset=(0.0, 0.04, 0.02)),
     "camera_left": ContextShift(camera_offset=(0.0, -0.04, 0.02)),
-    "camera_high": ContextShift(camera_offset=(0.03, 0.0, 0.05)),
-    "rolled_camera": ContextShift(camera_roll=20.0),
+    "camera_high": ContextShift(camera_offset=(0.06, 0.0, 0.08)),
+    "camera_low": ContextShift(camera_offset=(-0.03, 0.0, -0.05)),
+    "rolled_camera": ContextShift(camera_roll=45.0),
     "dark_table": ContextShift(table_rgba=(0.18, 0.2, 0.24, 1.0)),
     "warm_light": ContextShift(light_rgb=(1.0, 0.6, 0.3)),
-    "small_cube": ContextShift(cube_scale=0.7),
+    "small_cube": ContextShift(cube_scale=0.5),
 }
 
 
