@@ -51,6 +51,7 @@ RULES = [
         "a deployed policy pulls in no training loop",
     ),
     ("training.py", ("tmrl_vla.csp", "tmrl_vla.rl"), "the supervised loop is generic"),
+    ("robots/*.py", ("tmrl_vla.csp", "tmrl_vla.rl", "tmrl_vla.policy"), "the safety layer trusts no policy code"),
     ("noise.py", ("tmrl_vla.",), "pure maths"),
     ("sinusoidal.py", ("tmrl_vla.",), "pure maths"),
 ]

@@ -1,0 +1,1 @@
+"""Real robots: what stands between a fine-tuning policy and the hardware."""
