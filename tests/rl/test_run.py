@@ -132,6 +132,8 @@ def test_a_run_writes_metrics_curve_and_the_agent(tiny_run):
     assert result["policy"] == str(run_dir / AGENT_DIR)
     assert result["episodes_to_80"] is None  # far fewer episodes than the success window
     assert any("so100_pick_cube (shift=moved_camera, episode_length=6)" in line for line in lines)
+    hint = f"lerobot-eval --policy.path={run_dir / AGENT_DIR} --env.type=so100_pick_cube --env.shift=moved_camera"
+    assert any(hint in line for line in lines)  # the command that runs the result in LeRobot
 
 
 def test_the_saved_agent_records_the_env_and_the_current_format(tiny_run, tiny_base_policy, tiny_adapter):

@@ -111,5 +111,8 @@ def _finish(
     log(f"metrics:      {result['metrics']}")
     log(f"curve:        {result['learning_curve']}")
     log(f"checkpoints:  {trainer.out_dir / 'checkpoints'} (resume with --resume)")
-    log(f"policy:       {saved}  (lerobot-eval --policy.path={saved} --env.type=so100_pick_cube runs it)")
+    # LeRobot's CLIs know the pick task through its env plugin; other envs are theirs to name
+    env_flag = f"--env.type={env.type}" + (f" --env.shift={env.shift}" if env.shift else "")
+    hint = f"lerobot-eval --policy.path={saved} {env_flag}" if env.type == "so100_pick_cube" else "a LeRobot policy"
+    log(f"policy:       {saved}  ({hint})")
     return result
