@@ -142,7 +142,9 @@ def train(cfg: FinetuneConfig) -> dict:
             resume=cfg.resume,
             log=log,
             commands=commands,
-            on_checkpoint=checkpoint_pusher(cfg, summary, commands, log) if cfg.hub.push_checkpoints else None,
+            on_checkpoint=(
+                checkpoint_pusher(cfg, summary, commands, log) if cfg.push_to_hub and cfg.hub.push_checkpoints else None
+            ),
         )
         timings["rl_seconds"] = time.perf_counter() - start
         if cfg.push_to_hub and is_main:
@@ -205,8 +207,6 @@ def checkpoint_pusher(cfg: FinetuneConfig, summary: dict, commands: dict, log):
     from tmrl_vla.rl.pretrained import TMRLAgent
 
     def push(trainer) -> None:
-        if not cfg.push_to_hub:
-            return
         agent = TMRLAgent.from_trainer(
             trainer, base_policy=summary["base_policy"], csp_adapter=summary["csp_adapter"], results=None
         )

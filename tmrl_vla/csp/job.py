@@ -24,13 +24,12 @@ from pathlib import Path
 import draccus
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from huggingface_hub.utils import validate_repo_id
 from lerobot.configs.default import DatasetConfig, WandBConfig
 
 from tmrl_vla.config_tools import config_differences, parse_config
 from tmrl_vla.csp.serialization import hub_name, save_adapter
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
-from tmrl_vla.hub import push_to_hub
+from tmrl_vla.hub import check_repo_id, push_to_hub
 from tmrl_vla.training import CHECKPOINTS, LAST, PRETRAINED
 
 JOB_CONFIG_FILE = "train_config.json"  # the job's config, beside each checkpoint's adapter (as lerobot-train's)
@@ -92,7 +91,7 @@ def check_job(job: TrainCSPJob) -> Path:
     if job.push_to_hub:
         if not job.hub.repo_id:
             raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
-        validate_repo_id(job.hub.repo_id)
+        check_repo_id(job.hub.repo_id)
     out = Path(job.output_dir or default_output_dir())
     last = out / CHECKPOINTS / LAST / PRETRAINED
     if job.resume:

@@ -19,16 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from huggingface_hub.errors import HFValidationError
 from huggingface_hub.repocard import metadata_load, metadata_save
-from huggingface_hub.utils import validate_repo_id
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tmrl_vla.backends import backend_for
 from tmrl_vla.csp.config import CSPConfig
-from tmrl_vla.hub import library_versions, push_to_hub, render_card, resolve_dir, update_card
+from tmrl_vla.hub import (
+    InvalidRepoIdError,
+    check_repo_id,
+    library_versions,
+    push_to_hub,
+    render_card,
+    resolve_dir,
+    update_card,
+)
 from tmrl_vla.policies import load_lerobot_policy
 
 if TYPE_CHECKING:
@@ -210,10 +216,9 @@ def hub_name(name: str | None) -> str | None:
     if not name or Path(name).exists():
         return None
     try:
-        validate_repo_id(name)
-    except HFValidationError:
+        return check_repo_id(name)
+    except InvalidRepoIdError:
         return None
-    return name
 
 
 def push_adapter(csp: CSPPolicy, repo_id: str, *, private: bool | None = None) -> str:

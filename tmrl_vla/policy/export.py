@@ -18,12 +18,11 @@ import shutil
 from pathlib import Path
 
 from huggingface_hub import metadata_load, metadata_save
-from safetensors.torch import save_file
 
 from tmrl_vla.csp.serialization import CSP_CONFIG_FILE, PROCESSOR_PREFIXES, hub_name
 from tmrl_vla.hub import check_repo_id, library_versions, render_card, resolve_dir, update_card
 from tmrl_vla.policy.configuration_tmrl import TMRLAgentConfig
-from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, WEIGHTS_FILE, TMRLAgentPolicy
+from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, WEIGHTS_FILE, TMRLAgentPolicy, save_agent_weights
 from tmrl_vla.policy.processor_tmrl import PACKAGED_TINY_VLM, PACKAGED_TOKENIZER_STEP, is_packaged_tiny_vlm
 
 BASE_FOLDER, ADAPTER_FOLDER = "base_policy", "csp_adapter"
@@ -89,15 +88,17 @@ def embed_checkpoint(source: Path, target: Path, *, base_ref: str | None) -> Non
 
 
 def _component(name: str | None, revision: str | None, directory: Path, folder: str, what: str, *, base_ref=None):
-    """(reference, revision) of a component in the exported config; a local directory is embedded."""
+    """(reference, revision, directory it was read from) of a component in the exported config; a
+    local directory is embedded, a Hub repo is named at its revision."""
     if name is None:
-        return None, None
+        return None, None, None
     if Path(name).is_dir():
         embed_checkpoint(Path(name), directory / folder, base_ref=base_ref)
-        return EMBEDDED_PREFIX + folder, None
+        return EMBEDDED_PREFIX + folder, None, Path(name)
     if hub_name(name) is None:
         raise FileNotFoundError(f"the {what} {name!r} is neither a local directory nor a Hub repo id")
-    return name, revision or snapshot_commit(resolve_dir(name))
+    source = resolve_dir(name, revision=revision)
+    return name, revision or snapshot_commit(source), source
 
 
 def snapshot_commit(path: Path) -> str | None:
@@ -125,9 +126,10 @@ def export_agent(
         check_repo_id(repo_id)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    base_dir = resolve_dir(agent.base_policy, revision=agent.base_revision)
-    base_ref, base_revision = _component(agent.base_policy, agent.base_revision, directory, BASE_FOLDER, "base policy")
-    adapter_ref, adapter_revision = _component(
+    base_ref, base_revision, base_dir = _component(
+        agent.base_policy, agent.base_revision, directory, BASE_FOLDER, "base policy"
+    )
+    adapter_ref, adapter_revision, adapter_dir = _component(
         agent.csp_adapter,
         agent.csp_revision,
         directory,
@@ -158,16 +160,13 @@ def export_agent(
     )
     config.pretrained_path = None
     config._save_pretrained(directory)
-    state = agent.agent.state_dict()
-    if not include_critics:
-        state = {k: v for k, v in state.items() if k.startswith("actor.")}
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
+    save_agent_weights(agent.agent, directory / WEIGHTS_FILE, include_critics=include_critics)
     copy_processors(base_dir, directory)
     if curve is not None and Path(curve).is_file() and Path(curve).resolve() != (directory / CURVE_FILE).resolve():
         shutil.copy2(curve, directory / CURVE_FILE)
     training = {"results": agent.results or {}, "commands": commands or {}, "versions": library_versions()}
     (directory / TRAINING_FILE).write_text(json.dumps(training, indent=2))
-    write_agent_card(directory, config, training, repo_id=repo_id, datasets=_adapter_datasets(directory, agent))
+    write_agent_card(directory, config, training, repo_id=repo_id, datasets=_adapter_datasets(adapter_dir))
     return directory
 
 
@@ -175,12 +174,11 @@ def card_tags(kind: str) -> list[str]:
     return ["lerobot", "tmrl", "csp", "reinforcement-learning", "robotics"] + (["dsrl"] if kind == "dsrl" else [])
 
 
-def _adapter_datasets(directory: Path, agent) -> list[str]:
+def _adapter_datasets(adapter_dir: Path | None) -> list[str]:
     """The Hub datasets the CSP adapter was trained on (what the card lists under ``datasets``)."""
-    if agent.csp_adapter is None:
+    if adapter_dir is None:
         return []
-    source = directory / ADAPTER_FOLDER if Path(agent.csp_adapter).is_dir() else resolve_dir(agent.csp_adapter)
-    meta = json.loads((source / CSP_CONFIG_FILE).read_text())
+    meta = json.loads((adapter_dir / CSP_CONFIG_FILE).read_text())
     return [d for d in meta.get("datasets", []) if hub_name(d) and not d.startswith("local/")]
 
 
@@ -200,7 +198,7 @@ def _rate(value) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def _reference(name: str | None, revision: str | None, what: str) -> str:
+def _reference(name: str | None, revision: str | None) -> str:
     if name is None:
         return "none (the plain base policy: DSRL)"
     if name.startswith(EMBEDDED_PREFIX):
@@ -225,8 +223,8 @@ def write_agent_card(
         "tmrl_policy.md",
         agent=a.kind.upper(),
         repo_id=name,
-        base_policy=_reference(config.base_policy, config.base_revision, "base policy"),
-        csp_adapter=_reference(config.csp_adapter, config.csp_revision, "CSP adapter"),
+        base_policy=_reference(config.base_policy, config.base_revision),
+        csp_adapter=_reference(config.csp_adapter, config.csp_revision),
         weights_hash=config.base_weights_hash,
         heads=", ".join(a.active_heads),
         observation=(f"`{o.encoder}` (separate frozen encoder)" if o.encoder else "the VLA's clean prefix")

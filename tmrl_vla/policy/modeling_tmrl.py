@@ -15,6 +15,7 @@ loaded from where the config names it, never copied into that file.
 from __future__ import annotations
 
 import builtins
+import json
 from collections import deque
 from pathlib import Path
 
@@ -61,9 +62,7 @@ def load_base(config: TMRLAgentConfig, source: Path | None, device: str = "cpu")
     if not config.base_policy:
         raise CheckpointError("this tmrl config names no base policy (base_policy is empty)")
     path = resolve_component(config.base_policy, config.base_revision, source, "base policy")
-    if _policy_type(path) == POLICY_TYPE:
-        raise CheckpointError(f"the base policy {config.base_policy!r} is itself a tmrl agent, not a VLA")
-    base, pre, post = load_lerobot_policy(path, device=device)
+    base, pre, post = load_lerobot_policy(path, device=device)  # refuses an agent given as the base
     base.config.pretrained_path, base.config.pretrained_revision = config.base_policy, config.base_revision
     return base, pre, post
 
@@ -77,18 +76,10 @@ def load_frozen_stack(config: TMRLAgentConfig, source: Path | None, device: str 
         csp = CSPPolicy.from_pretrained(adapter, base=base)
     else:
         csp = CSPPolicy.from_base(base)
-    if config.base_weights_hash is not None and csp.base_hash != config.base_weights_hash:
-        raise CheckpointError(
-            f"the agent was trained on base {config.base_policy!r} with weights {config.base_weights_hash}, but "
-            f"what loaded from there has weights {csp.base_hash}: pin the revision it was trained on "
-            "(base_revision)"
-        )
     return csp.merge_adapter().eval().requires_grad_(False)
 
 
 def _policy_type(path: Path) -> str | None:
-    import json
-
     config = path / "config.json"
     return json.loads(config.read_text()).get("type") if config.is_file() else None
 
@@ -111,6 +102,29 @@ def check_is_agent(path: Path, name: object) -> None:
     raise NotAnAgentError(f"{name} is not a LeRobot policy directory: config.json is missing")
 
 
+def load_agent_weights(agent: SACAgent, file: Path) -> bool:
+    """Load ``agent``'s actor, and its critics when the file holds them, from a safetensors file;
+    returns whether it did hold them (an agent saved for deployment carries the actor only)."""
+    state = load_file(file)
+    actor_keys = {k for k in agent.state_dict() if k.startswith("actor.")}
+    missing = sorted(actor_keys - set(state))
+    if missing:
+        raise CheckpointError(f"{file} lacks the actor's weights {missing[:4]}... : not this agent's file")
+    has_critics = any(k.startswith("critics.") for k in state)
+    result = agent.load_state_dict(state, strict=has_critics)
+    if result.unexpected_keys:
+        raise CheckpointError(f"{file} holds weights this agent does not have: {result.unexpected_keys[:4]}")
+    return has_critics
+
+
+def save_agent_weights(agent: SACAgent, file: Path, *, include_critics: bool) -> None:
+    """``agent``'s weights to a safetensors file: all of them, or the actor's only."""
+    state = agent.state_dict()
+    if not include_critics:
+        state = {k: v for k, v in state.items() if k.startswith("actor.")}
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(file))
+
+
 class TMRLAgentPolicy(PreTrainedPolicy):
     config_class = TMRLAgentConfig
     name = POLICY_TYPE
@@ -125,7 +139,9 @@ class TMRLAgentPolicy(PreTrainedPolicy):
         self.csp = csp if csp is not None else load_frozen_stack(config, source, device)
         if config.base_weights_hash is not None and self.csp.base_hash != config.base_weights_hash:
             raise CheckpointError(
-                f"the agent was trained on base weights {config.base_weights_hash}, got {self.csp.base_hash}"
+                f"the agent was trained on base {config.base_policy!r} with weights {config.base_weights_hash}, but "
+                f"the policy it would steer has weights {self.csp.base_hash}: pin the revision it was trained on "
+                "(base_revision)"
             )
         self._check_features()
         self.agent: SACAgent = build_agent(
@@ -183,24 +199,16 @@ class TMRLAgentPolicy(PreTrainedPolicy):
 
     def load_agent_weights(self, file: Path) -> None:
         """The actor (and the critics, when saved) from a safetensors file; no other format is read."""
-        state = load_file(file)
-        actor_keys = {k for k in self.agent.state_dict() if k.startswith("actor.")}
-        missing = sorted(actor_keys - set(state))
-        if missing:
-            raise CheckpointError(f"{file} lacks the actor's weights {missing[:4]}... : not this agent's file")
-        self.has_critics = any(k.startswith("critics.") for k in state)
-        result = self.agent.load_state_dict(state, strict=self.has_critics)
-        if result.unexpected_keys:
-            raise CheckpointError(f"{file} holds weights this agent does not have: {result.unexpected_keys[:4]}")
+        self.has_critics = load_agent_weights(self.agent, file)
 
     def _save_pretrained(self, save_directory: Path, state_dict=None) -> None:
         """The config and the agent's weights only (the frozen stack is named, not copied);
         :func:`tmrl_vla.policy.export.export_agent` writes the rest of an agent directory."""
         self.config._save_pretrained(save_directory)
-        state = state_dict if state_dict is not None else self.agent.state_dict()
-        if not self.has_critics and state_dict is None:
-            state = {k: v for k, v in state.items() if k.startswith("actor.")}
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(save_directory / WEIGHTS_FILE))
+        if state_dict is not None:
+            save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(save_directory / WEIGHTS_FILE))
+        else:
+            save_agent_weights(self.agent, save_directory / WEIGHTS_FILE, include_critics=self.has_critics)
 
     # ------------------------------------------------------------------------------- acting
     def reset(self) -> None:

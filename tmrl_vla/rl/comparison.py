@@ -134,12 +134,8 @@ def refuse_other_settings(job: ComparisonRun) -> None:
     defaults = dataclasses.asdict(TMRLConfig())
     differ = config_differences(saved, dataclasses.asdict(job.config), defaults=defaults)
     if (run_dir / ENV_FILE).exists():
-        saved_env, env = json.loads((run_dir / ENV_FILE).read_text()), _env_record(job.env)
-        differ += [
-            f"env.{k} ({saved_env.get(k)!r} vs {env.get(k)!r})"
-            for k in sorted(set(saved_env) | set(env))
-            if saved_env.get(k) != env.get(k)
-        ]
+        saved_env = json.loads((run_dir / ENV_FILE).read_text())
+        differ += config_differences({"env": saved_env}, {"env": _env_record(job.env)}, ignore=())
     if differ:
         raise ValueError(
             f"{run_dir} holds a run made with other settings; fields that differ (saved vs now): "

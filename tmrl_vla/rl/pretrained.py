@@ -135,15 +135,14 @@ class TMRLAgent:
 
     @classmethod
     def _from_policy_dir(cls, path: Path, name: object) -> TMRLAgent:
-        from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, check_is_agent
+        from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, check_is_agent, load_agent_weights
 
         check_is_agent(path, name)
         meta = json.loads((path / POLICY_CONFIG_FILE).read_text())
         config, observation, sac = read_configs(meta)
         widths = {k: meta[k] for k in ("obs_dim", "action_dim", "embed_dim")}
         agent = build_agent(config, sac, **widths)
-        state = load_file(path / POLICY_WEIGHTS_FILE)
-        agent.load_state_dict(state, strict=any(k.startswith("critics.") for k in state))
+        load_agent_weights(agent, path / POLICY_WEIGHTS_FILE)
 
         def here(ref: str | None) -> str | None:  # a component inside the agent: its path here
             return str(path / ref.removeprefix(EMBEDDED_PREFIX)) if ref and ref.startswith(EMBEDDED_PREFIX) else ref
