@@ -1,0 +1,1 @@
+"""Simulated robots that LeRobot's own drivers talk to as if they were hardware."""
