@@ -2,9 +2,10 @@
 # Install tmrl_vla into ./.venv on a fresh Debian/Ubuntu machine (CPU is enough).
 #   1. Debian packages for headless MuJoCo rendering through EGL (Mesa's software renderer when
 #      there is no GPU). Skipped when they are already present.
-#   2. A Python 3.12 virtual environment with the package and its dev extras, and the two LeRobot
-#      plugins in plugins/ (the `tmrl` policy type and the `so100_pick_cube` env type), which every
-#      LeRobot command line (lerobot-eval, lerobot-record, ...) then loads.
+#   2. A Python 3.12 virtual environment with the package, its dev and franka (franky-control)
+#      extras, and the LeRobot plugins in plugins/ (the `tmrl` policy type, the `so100_pick_cube` env
+#      type, the `mujoco_sim` camera type and the `franka_franky` robot type), which every LeRobot
+#      command line (lerobot-eval, lerobot-record, ...) then loads.
 # Usage: bash install.sh            (then: source .venv/bin/activate)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,6 +32,7 @@ if ! command -v "$python" >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
-.venv/bin/python -m pip install -q -e plugins/lerobot_policy_tmrl -e plugins/lerobot_env_so100_pick_cube
+.venv/bin/python -m pip install -q -e '.[dev,franka]'
+.venv/bin/python -m pip install -q -e plugins/lerobot_policy_tmrl -e plugins/lerobot_env_so100_pick_cube \
+  -e plugins/lerobot_camera_mujoco_sim -e plugins/lerobot_robot_franka_franky
 echo "[install] done: $(.venv/bin/python -c 'import tmrl_vla, lerobot, torch; print(f"tmrl_vla {tmrl_vla.__version__}, lerobot {lerobot.__version__}, torch {torch.__version__}")')"

@@ -132,9 +132,10 @@ def tiny_rl_config(**overrides):
     return TMRLConfig(**sections, **top)
 
 
-def make_tiny_trainer(base_policy, out, *, log=print, **overrides):
+def make_tiny_trainer(base_policy, out, *, log=print, trainer_options=None, **overrides):
     """A TMRLTrainer of ``tiny_rl_config(**overrides)`` steering the tiny policy at ``base_policy``
-    (wrapped without an adapter, unit noise scale) on 6-step pick episodes, writing to ``out``."""
+    (wrapped without an adapter, unit noise scale) on 6-step pick episodes, writing to ``out``;
+    ``trainer_options`` are further TMRLTrainer keyword arguments."""
     from tmrl_vla.csp.config import CSPConfig
     from tmrl_vla.csp.policy import CSPPolicy
     from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
@@ -150,6 +151,7 @@ def make_tiny_trainer(base_policy, out, *, log=print, **overrides):
         make_env=lambda: PickCubeEnv(PickCubeConfig(episode_length=6)),
         out_dir=out,
         log=log,
+        **(trainer_options or {}),
     )
 
 

@@ -34,6 +34,11 @@ RULES = [
     ("backends/*.py", ("tmrl_vla.csp", "tmrl_vla.rl", "tmrl_vla.envs"), "backends only describe VLA families"),
     ("envs/*.py", ("tmrl_vla.csp", "tmrl_vla.rl", "tmrl_vla.policies", "tmrl_vla.bc"), "envs know nothing of policies"),
     (
+        "robots/**/*.py",
+        ("tmrl_vla.csp", "tmrl_vla.rl", "tmrl_vla.finetune", "tmrl_vla.robot_finetune"),
+        "robots (hardware, safety, people) know nothing of the learning that drives them",
+    ),
+    (
         "rl/pretrained.py",
         ("tmrl_vla.rl.trainer", "tmrl_vla.rl.checkpoint", "tmrl_vla.rl.collector", "tmrl_vla.rl.run"),
         "the deployable agent pulls in no training loop",

@@ -161,9 +161,10 @@ def test_run_counts_below_one_are_refused(field):
         TMRLConfig(**{field: 0})
 
 
-def test_eval_episodes_below_one_is_refused_with_its_value():
-    with pytest.raises(ValueError, match="eval_episodes must be >= 1, got 0"):
-        TMRLConfig(eval_episodes=0)
+def test_negative_eval_episodes_are_refused_and_zero_turns_evaluation_off():
+    with pytest.raises(ValueError, match=r"eval_episodes must be >= 0 \(0: no evaluations\), got -1"):
+        TMRLConfig(eval_episodes=-1)
+    assert TMRLConfig(eval_episodes=0).eval_episodes == 0
 
 
 def test_sections_default_to_fresh_defaults_and_are_kept_when_given():

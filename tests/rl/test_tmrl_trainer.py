@@ -341,3 +341,45 @@ def test_head_names_are_checked_with_a_hint_for_the_command_line():
         SACConfig(exploration="chunk")
     with pytest.raises(ValueError, match="n_step"):
         SACConfig(n_step=0)
+
+
+def test_robot_options_no_evaluation_checkpoint_per_episode_and_updates_at_its_end(tiny_base_policy, tmp_path):
+    """What a robot run asks of the loop: no evaluation episodes, a checkpoint whenever an episode
+    ends, and the SAC updates of an episode's decisions run when it ends, none mid-episode."""
+    calls = []
+    options = dict(save_at_episode_end=True, updates_at_episode_end=True)
+    t = trainer(
+        tiny_base_policy, tmp_path, num_envs=1, total_decisions=5, eval_episodes=0, save_every=100,
+        warmup_decisions=1, trainer_options=options,
+    )  # fmt: skip
+    real_update = t.agent.update
+    t.agent.update = lambda *a, **k: calls.append(t.decision) or real_update(*a, **k)
+    t.train()
+    t.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any("eval/success_rate" in r for r in rows)
+    previous = [{"rollout/episodes": 0}] + rows
+    ended = [
+        r["decision"] for r, p in zip(rows, previous[:-1], strict=True) if r["rollout/episodes"] > p["rollout/episodes"]
+    ]
+    assert ended == [2, 4]  # 6-step episodes, 5 actions per decision
+    # the updates owed since the warm-up (or the last payment) are paid at each episode's end
+    per_decision = t.config.sac.updates_per_decision
+    assert calls == [2] * per_decision * 1 + [4] * per_decision * 2 + [5] * per_decision  # the last pays too
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved[-1] == "00000005" and "00000004" in saved  # every episode end, and the last decision
+    assert (tmp_path / "learning_curve.png").exists()
+
+
+def test_should_stop_ends_the_run_early_with_a_checkpoint(tiny_base_policy, tmp_path):
+    stop = {"now": False}
+    t = trainer(
+        tiny_base_policy, tmp_path, total_decisions=10, save_every=100,
+        trainer_options=dict(should_stop=lambda: stop["now"]),
+    )  # fmt: skip
+    real_collect = t.collect
+    t.collect = lambda **k: stop.update(now=t.decision >= 2) or real_collect(**k)
+    result = t.train()
+    t.close()
+    assert result["decisions"] == 3
+    assert (tmp_path / "checkpoints" / "00000003" / "complete").exists()

@@ -91,8 +91,8 @@ def test_estop_and_watchdog_hold_from_the_next_tick():
 
 def test_commands_faster_than_the_rate_are_not_sent():
     clock = Clock()
-    layer = SafetyLayer(safety_preset("franka"), clock=clock)
-    q = np.array([0.0, 0.0, 0.0, -1.5, 0.0, 1.5, 0.0])
+    layer = SafetyLayer(safety_preset("franka_franky"), clock=clock)
+    q = np.array([0.0, 0.0, 0.0, -1.5, 0.0, 1.5, 0.0, 0.04])
     assert layer.filter(q, q, reading_time=0.0) is not None
     clock.t = 0.005  # 200 Hz against a 60 Hz limit
     assert layer.filter(q, q, reading_time=clock.t) is None and layer.counts["rate"] == 1

@@ -148,7 +148,9 @@ class TMRLConfig:
     num_envs: int = 8  # envs per process
     total_decisions: int = 2000  # decision steps (each one decision in every env of every process)
     eval_every: int = 100  # decisions between evaluations of the deterministic agent (rank 0)
-    eval_episodes: int = 20  # episodes per evaluation, from the same initial states every time
+    # Episodes per evaluation, from the same initial states every time; 0: no evaluations (a robot,
+    # whose every episode costs a person's time: the rolling training success is the measure).
+    eval_episodes: int = 20
     save_every: int = 100  # decisions between checkpoints
     seed: int = 0  # fixes the agent's initial weights, the episodes' seeds and every random draw
     success_window: int = 50  # training episodes in the rolling success rate (all processes together)
@@ -156,5 +158,5 @@ class TMRLConfig:
     def __post_init__(self) -> None:
         if min(self.num_envs, self.total_decisions, self.eval_every, self.save_every, self.success_window) < 1:
             raise ValueError("num_envs, total_decisions, eval_every, save_every and success_window must be >= 1")
-        if self.eval_episodes < 1:
-            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+        if self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0 (0: no evaluations), got {self.eval_episodes}")

@@ -11,12 +11,13 @@ The recipe (``recipes/finetune_pick.py``) and the evaluation scripts (``eval/``)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from tmrl_vla.csp.policy import CSPPolicy
 from tmrl_vla.envs.spec import EnvSpec
-from tmrl_vla.metrics import read_metrics
+from tmrl_vla.metrics import append_metrics, read_metrics
 from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
 from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.curves import episodes_to_threshold
@@ -87,19 +88,94 @@ def run_rl(
         trainer.close()
     if not trainer.is_main:
         return result
-    return _finish(trainer, result, policy=policy, adapter=adapter, env=env, log=log, commands=commands)
+    # LeRobot's CLIs know the pick task through its env plugin; other envs are theirs to name
+    env_flag = f"--env.type={env.type}" + (f" --env.shift={env.shift}" if env.shift else "")
+    hint = "lerobot-eval --policy.path={saved} " + env_flag if env.type == "so100_pick_cube" else "a LeRobot policy"
+    return _finish(
+        trainer, result, policy=policy, adapter=adapter, label=env.label(), hint=hint, log=log, commands=commands
+    )
+
+
+def run_rl_on_robot(
+    config: TMRLConfig,
+    *,
+    policy: str,
+    adapter: str | None,
+    make_robot_env: Callable,
+    run_dir: str | Path,
+    label: str,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    commands: dict[str, str] | None = None,
+) -> dict:
+    """:func:`run_rl` on one robot: ``make_robot_env(policy_config)`` builds the
+    :class:`~tmrl_vla.robots.env.RobotEnv` once the policy is loaded (its features are checked
+    against the robot's). A robot is one env in one process, with no evaluation episodes (each costs
+    a person's time; the rolling training success is the measure), a checkpoint whenever an episode
+    ends (a crash loses at most the episode in flight) and an early, checkpointed stop when the
+    person asks for one. The arm is left torque-safe however the run ends (the env's ``close``).
+    """
+    if config.num_envs != 1 or config.eval_episodes != 0:
+        raise ValueError(
+            "a robot is one env with no separate evaluation episodes: set --rl.num_envs=1 --rl.eval_episodes=0 "
+            f"(got {config.num_envs} and {config.eval_episodes})"
+        )
+    if config.agent.kind == "tmrl" and adapter is None:
+        raise ValueError("TMRL needs a CSP adapter for this policy: pass --csp.path (or use --agent=dsrl)")
+    csp, pre, post = load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
+    env = make_robot_env(csp.base_policy.config)
+    episodes_file = Path(run_dir) / "episodes.jsonl"
+    env.on_episode = lambda record: append_metrics(episodes_file, dataclasses.asdict(record))
+    made: list = []
+
+    def make_env():
+        if made:
+            raise RuntimeError("a robot env is made once (evaluation needs --rl.eval_episodes=0)")
+        made.append(env)
+        return env
+
+    try:
+        check_image_resolution(csp.base_policy.config, env.observation_space)
+        log(f"\n[{config.agent.kind}] fine-tuning on {label}, up to {config.total_decisions} decisions -> {run_dir}")
+        trainer = TMRLTrainer(
+            config,
+            csp=csp,
+            preprocessor=pre,
+            postprocessor=post,
+            make_env=make_env,
+            out_dir=run_dir,
+            resume=resume,
+            log=log,
+            save_at_episode_end=True,
+            should_stop=lambda: env.stop_requested,
+            updates_at_episode_end=True,
+        )
+        result = trainer.train()
+    finally:
+        env.close()
+    return _finish(
+        trainer,
+        result,
+        policy=policy,
+        adapter=adapter,
+        label=label,
+        hint="a LeRobot policy",
+        log=log,
+        commands=commands,
+    )
 
 
 def _finish(
-    trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, env: EnvSpec, log, commands=None
+    trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, label: str, hint: str, log, commands=None
 ) -> dict:
-    """Save the agent as a LeRobot policy with its card, and summarise the run."""
+    """Save the agent as a LeRobot policy with its card, and summarise the run. ``label`` names the
+    env; ``hint`` says how to run the saved policy (``{saved}`` becomes its directory)."""
     cfg = trainer.config
     rows = read_metrics(trainer.metrics_file)
     evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
     result["final_eval_success"] = evals[-1] if evals else None
     result["episodes_to_80"] = episodes_to_threshold(rows, 0.8, min_episodes=cfg.success_window)
-    results = {**result, "env": env.label()}
+    results = {**result, "env": label}
     agent = TMRLAgent.from_trainer(trainer, base_policy=policy, csp_adapter=adapter, results=results)
     curve = trainer.out_dir / "learning_curve.png"
     saved = agent.save_pretrained(trainer.out_dir / AGENT_DIR, curve=curve, commands=commands)
@@ -111,8 +187,5 @@ def _finish(
     log(f"metrics:      {result['metrics']}")
     log(f"curve:        {result['learning_curve']}")
     log(f"checkpoints:  {trainer.out_dir / 'checkpoints'} (resume with --resume)")
-    # LeRobot's CLIs know the pick task through its env plugin; other envs are theirs to name
-    env_flag = f"--env.type={env.type}" + (f" --env.shift={env.shift}" if env.shift else "")
-    hint = f"lerobot-eval --policy.path={saved} {env_flag}" if env.type == "so100_pick_cube" else "a LeRobot policy"
-    log(f"policy:       {saved}  ({hint})")
+    log(f"policy:       {saved}  ({hint.format(saved=saved)})")
     return result

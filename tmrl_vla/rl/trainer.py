@@ -52,11 +52,23 @@ class TMRLTrainer:
         resume: bool = True,
         log: Callable[[str], None] = print,
         on_checkpoint: Callable[[TMRLTrainer], None] | None = None,
+        save_at_episode_end: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+        updates_at_episode_end: bool = False,
     ) -> None:
         """``on_checkpoint``: called on the main process after each checkpoint is saved (e.g. to push
-        the agent as it is then)."""
+        the agent as it is then). ``save_at_episode_end``: also checkpoint after every decision in
+        which an episode ended, so a crash loses at most the episode in flight (a robot, whose
+        episodes cost a person's time). ``should_stop()``: checked after every decision; when true,
+        the run checkpoints and ends early (e.g. the person pressed quit). ``updates_at_episode_end``:
+        the SAC updates owed for an episode's decisions all run when it ends, not between its chunks,
+        so a real-time arm is not held still mid-episode while the agent learns (same updates per
+        decision in total)."""
         self.config, cfg = config, config
         self.on_checkpoint = on_checkpoint
+        self.save_at_episode_end, self.should_stop = save_at_episode_end, should_stop
+        self.updates_at_episode_end = updates_at_episode_end
+        self.owed_updates = 0  # decisions whose updates wait for the episode's end (updates_at_episode_end)
         self.rank, self.world = rank(), world_size()
         self.is_main = self.rank == 0
         self.log = log if self.is_main else (lambda *_: None)
@@ -124,11 +136,18 @@ class TMRLTrainer:
         )
         while self.decision < cfg.total_decisions:
             warmup = self.decision < cfg.sac.warmup_decisions
+            episodes_before = self.episodes
             row = self.collect(uniform=warmup)
+            episode_ended = self.episodes > episodes_before
+            stopping = self.should_stop is not None and self.should_stop()
+            last = self.decision == cfg.total_decisions or stopping
             if not warmup:
-                row |= self.update()
-            is_eval_step = self.decision % cfg.eval_every == 0 or self.decision == cfg.total_decisions
-            is_save_step = self.decision % cfg.save_every == 0 or self.decision == cfg.total_decisions
+                self.owed_updates += 1
+                if not self.updates_at_episode_end or episode_ended or last:
+                    row |= self.update(decisions=self.owed_updates)
+                    self.owed_updates = 0
+            is_eval_step = cfg.eval_episodes > 0 and (self.decision % cfg.eval_every == 0 or last)
+            is_save_step = self.decision % cfg.save_every == 0 or last or (self.save_at_episode_end and episode_ended)
             if is_eval_step and self.is_main:
                 row["eval/success_rate"] = self.evaluate(cfg.eval_episodes)
             row["perf/decisions_per_s"] = (self.decision - start_decision) / (time.perf_counter() - start)
@@ -138,9 +157,12 @@ class TMRLTrainer:
                 checkpoint.save(self)
                 if self.is_main and self.on_checkpoint is not None:
                     self.on_checkpoint(self)
-            if is_eval_step and self.is_main:
+            if self.is_main and (is_eval_step or (cfg.eval_episodes == 0 and is_save_step)):
                 curves = {cfg.agent.kind: read_metrics(self.metrics_file)}
                 plot_learning_curve(curves, self.out_dir / "learning_curve.png")
+            if stopping:
+                self.log(f"[{cfg.agent.kind}] stopped at decision {self.decision} on request (resume with --resume)")
+                break
         progress.close()
         return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
 
@@ -171,14 +193,15 @@ class TMRLTrainer:
             "actor/sigma_mean": sigma / n,
         }
 
-    def update(self) -> dict:
-        """``sac.updates_per_decision`` SAC updates (the first one freezes the observation statistics)."""
+    def update(self, decisions: int = 1) -> dict:
+        """``sac.updates_per_decision`` SAC updates per decision of ``decisions`` (the first one freezes
+        the observation statistics)."""
         if self.config.observation.normalize and not self.agent.actor.normalize.ready:
             summed = all_reduce_sum(moments(self.replay.obs[: len(self.replay)]).tolist())
             self.agent.set_observation_stats(*mean_std(torch.tensor(summed, dtype=torch.float64)))
         row: dict = {}
         try:
-            for _ in range(self.config.sac.updates_per_decision):
+            for _ in range(self.config.sac.updates_per_decision * decisions):
                 row |= self.agent.update(self.sampler, self.generator, self.success_replay)
         except NonFiniteLossError as err:
             path = checkpoint.save(self, tag="nonfinite")

@@ -56,36 +56,38 @@ class SafetyConfig:
             raise ValueError(f"workspace must be (low xyz, high xyz) with low < high, got {self.workspace}")
 
 
-def _so10x(margin: float = 5.0, step: float = 5.0) -> SafetyConfig:
+def _so10x(margin: float = 5.0, step: float = 15.0) -> SafetyConfig:
     """SO-100/SO-101 followers as LeRobot drives them by default (``use_degrees=True``): body joints
-    in degrees within their calibrated range, the gripper 0..100. Conservative: 5 degrees per tick
-    (150 degrees/s at 30 Hz), limits kept ``margin`` inside +-180 and 0..100."""
+    in degrees within their calibrated range, the gripper 0..100, limits kept ``margin`` inside
+    +-180 and 0..100.
+
+    The speed limit is measured, not guessed: a pick policy at 25 Hz commands body joints up to 15
+    degrees ahead of where they are (95th percentile 4-11 degrees per joint; the embedded BC policy
+    on its own scene), and closes the gripper in one command, so 15 degrees per tick keeps its
+    motion whole while refusing the 90-degree jumps of a policy gone wrong. A 5-degree limit cut
+    that policy's success from 6/6 to 1/6 (``eval/so101_sim_check.py``). The gripper is not speed
+    limited: LeRobot caps its torque (``Max_Torque_Limit``) at connect."""
     body = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
     return SafetyConfig(
         joint_names=tuple(f"{j}.pos" for j in (*body, "gripper")),
         lower=(-180 + margin,) * 5 + (0.0,),
         upper=(180 - margin,) * 5 + (100.0 - margin,),
-        max_step=(step,) * 5 + (10.0,),
+        max_step=(step,) * 5 + (100.0,),
     )
 
 
-def _franka(margin: float = 0.05, step: float = 0.01) -> SafetyConfig:
-    """Franka Emika Panda / FR3 joint positions (rad), the datasheet's limits less ``margin``;
-    0.01 rad per tick is 0.3 rad/s at 30 Hz."""
-    limits = (
-        (-2.8973, 2.8973),
-        (-1.7628, 1.7628),
-        (-2.8973, 2.8973),
-        (-3.0718, -0.0698),
-        (-2.8973, 2.8973),
-        (-0.0175, 3.7525),
-        (-2.8973, 2.8973),
-    )
+def _franka(arm: str = "fr3", margin: float = 0.05, step: float = 0.01) -> SafetyConfig:
+    """Franka FR3 (or Panda) joint positions (rad), the datasheet's limits
+    (:data:`tmrl_vla.robots.franka.JOINT_LIMITS`) less ``margin``; 0.01 rad per tick is 0.3 rad/s at
+    30 Hz. The gripper (width in m) is not speed limited: franky runs its own grasp motion."""
+    from tmrl_vla.robots.franka import GRIPPER_MAX_WIDTH, JOINT_LIMITS
+
+    limits = JOINT_LIMITS[arm]
     return SafetyConfig(
-        joint_names=tuple(f"joint_{i + 1}.pos" for i in range(7)),
-        lower=tuple(lo + margin for lo, _ in limits),
-        upper=tuple(hi - margin for _, hi in limits),
-        max_step=(step,) * 7,
+        joint_names=(*(f"joint_{i + 1}.pos" for i in range(7)), "gripper.pos"),
+        lower=(*(lo + margin for lo, _ in limits), 0.0),
+        upper=(*(hi - margin for _, hi in limits), GRIPPER_MAX_WIDTH),
+        max_step=(step,) * 7 + (GRIPPER_MAX_WIDTH,),
     )
 
 
@@ -93,7 +95,7 @@ def _franka(margin: float = 0.05, step: float = 0.01) -> SafetyConfig:
 SAFETY_PRESETS: dict[str, Callable[[], SafetyConfig]] = {
     "so100_follower": _so10x,
     "so101_follower": _so10x,
-    "franka": _franka,
+    "franka_franky": _franka,  # FR3 limits; a Panda's: SafetyConfig from franka.JOINT_LIMITS["panda"]
 }
 
 
@@ -136,6 +138,11 @@ class SafetyLayer:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def last_sent(self) -> np.ndarray | None:
+        """The last command this layer let through (what the arm was sent last)."""
+        return None if self._last_sent is None else self._last_sent.copy()
 
     # ------------------------------------------------------------------------- the filter
     def filter(self, command: np.ndarray | None, measured: np.ndarray, *, reading_time: float) -> np.ndarray | None:

@@ -1,0 +1,182 @@
+"""The fine-tuning job on a robot, behind ``recipes/finetune_so101.py``: config, parsing, ``train(cfg)``.
+
+The robot is any LeRobot robot config (``--robot.type=so101_follower --robot.port=/dev/ttyACM0
+--robot.id=my_arm --robot.cameras=...``), made by LeRobot's own factory; the policy and its CSP
+adapter are a LeRobot checkpoint and an adapter (``--policy.path``, ``--csp.path``) or, by default,
+the embedded tiny SmolVLA and its adapter, built into the cache as ``recipes/finetune_pick.py``
+builds them. ``--simulated=true`` replaces the hardware with :class:`~tmrl_vla.robots.sim.so101.
+SimulatedSO101` - the pick scene behind an emulated Feetech bus that LeRobot's unmodified driver
+talks to, and ``mujoco_sim`` cameras - so the whole loop runs on a CPU, unattended with
+``--person=simulated``.
+
+Every episode goes through :class:`~tmrl_vla.robots.env.RobotEnv` (safety always on, a person's
+labels, each episode timed) and :func:`~tmrl_vla.rl.run.run_rl_on_robot` (one env, a checkpoint
+whenever an episode ends, a stop when the person presses ``q``; ``--resume=true`` continues).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lerobot.robots import RobotConfig, make_robot_from_config
+from lerobot.robots.so_follower import SO101FollowerConfig
+
+from tmrl_vla.assets import AssetsConfig, build_default_assets
+from tmrl_vla.cache import AssetCache
+from tmrl_vla.config_tools import parse_config
+from tmrl_vla.finetune import CSPSource, PolicySource
+from tmrl_vla.rl.checkpoint import refuse_existing_run
+from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
+from tmrl_vla.rl.run import run_rl_on_robot
+from tmrl_vla.robots.env import RobotEnv, RobotEnvConfig
+from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
+from tmrl_vla.robots.safety import safety_preset
+from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units
+
+SIMULATABLE = ("so100_follower", "so101_follower")
+
+
+def robot_rl() -> TMRLConfig:
+    """RL settings for a robot: one env, no separate evaluation episodes, a short warm-up (every
+    episode costs a person's time), checkpoints at every episode end (``run_rl_on_robot``); the
+    agent is the pick task's (``tmrl_vla.finetune.default_rl``) otherwise."""
+    return TMRLConfig(
+        agent=AgentConfig(heads=("z", "y")),
+        observation=ObservationConfig(image_grid=2),
+        sac=SACConfig(
+            utd=2,
+            batch_size=128,
+            temperature_lr=1e-3,
+            updates_per_decision=8,
+            warmup_decisions=40,
+            n_step=3,
+            exploration="episode",
+            success_buffer=True,
+        ),
+        num_envs=1,
+        total_decisions=400,
+        eval_every=100,
+        eval_episodes=0,
+        save_every=50,
+        success_window=20,
+    )
+
+
+def default_so101() -> RobotConfig:
+    return SO101FollowerConfig(port="/dev/ttyACM0", id="my_so101")
+
+
+@dataclass(frozen=True)
+class RobotFinetuneConfig:
+    robot: RobotConfig = field(default_factory=default_so101)  # LeRobot's robot config (--robot.type=...)
+    # Run against the simulated SO-101 (emulated servo bus + MuJoCo cameras) instead of hardware.
+    simulated: bool = False
+    simulation: SimulatedSO101Config = field(default_factory=SimulatedSO101Config)  # with --simulated=true
+    person: str = "keyboard"  # who labels and resets: "keyboard" (a person) or "simulated" (--simulated only)
+    policy: PolicySource = field(default_factory=PolicySource)  # the policy to fine-tune
+    csp: CSPSource = field(default_factory=CSPSource)  # its CSP adapter
+    assets: AssetsConfig = field(default_factory=AssetsConfig)  # the embedded default's stages
+    env: RobotEnvConfig = field(default_factory=RobotEnvConfig)  # control rate, episodes, rewards, units
+    rl: TMRLConfig = field(default_factory=robot_rl)  # the RL run (TMRL or DSRL)
+    output_dir: str = "outputs/finetune_so101"  # everything the job writes goes under it
+    cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
+    resume: bool = False  # continue the run in output_dir from its newest checkpoint
+
+
+ALIASES = {"--agent": "--rl.agent.kind"}
+
+
+def parse_args(preset: RobotFinetuneConfig, args: list[str] | None = None) -> RobotFinetuneConfig:
+    return parse_config(preset, args, ALIASES)
+
+
+def check_config(cfg: RobotFinetuneConfig) -> None:
+    if cfg.person not in ("keyboard", "simulated"):
+        raise ValueError(f"--person must be 'keyboard' or 'simulated', got {cfg.person!r}")
+    if cfg.person == "simulated" and not cfg.simulated:
+        raise ValueError("--person=simulated reads success from a simulation: it needs --simulated=true")
+    if cfg.simulated and cfg.robot.type not in SIMULATABLE:
+        raise ValueError(f"--simulated=true simulates {' or '.join(SIMULATABLE)}, not {cfg.robot.type!r}")
+    if cfg.csp.path is not None and cfg.policy.path is None:
+        raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
+
+
+def train(cfg: RobotFinetuneConfig) -> dict:
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    if not cfg.resume:
+        refuse_existing_run(out / cfg.rl.agent.kind)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    summary: dict = {}
+    if cfg.policy.path is None:
+        assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir))
+        policy, adapter = str(assets.policy_dir), str(assets.csp_dir)
+    else:
+        policy, adapter = cfg.policy.path, cfg.csp.path
+    simulation = SimulatedSO101(cfg.simulation) if cfg.simulated else None
+    robot_config, env_config = cfg.robot, cfg.env
+    try:
+        if simulation is not None:
+            robot_config, env_config = simulated_setup(cfg, simulation, out, embedded=cfg.policy.path is None)
+        person = SimulatedPerson(simulation, seed=cfg.rl.seed * 100_000) if cfg.person == "simulated" else None
+
+        def make_robot_env(policy_config) -> RobotEnv:
+            robot = make_robot_from_config(robot_config)
+            return RobotEnv(
+                robot, policy_config, safety_preset(robot_config.type), person or KeyboardPerson(), env_config
+            )
+
+        start = time.perf_counter()
+        label = f"{robot_config.type} ({'simulated' if simulation is not None else robot_config.id})"
+        summary["rl"] = run_rl_on_robot(
+            cfg.rl,
+            policy=policy,
+            adapter=adapter,
+            make_robot_env=make_robot_env,
+            run_dir=out / cfg.rl.agent.kind,
+            label=label,
+            resume=cfg.resume,
+        )
+        summary["rl_seconds"] = time.perf_counter() - start
+    finally:
+        if simulation is not None:
+            summary["simulation"] = {
+                "torque_enabled_at_exit": [simulation.bus.torque_enabled(i) for i in simulation.bus.motor_ids],
+                "physics_lagging_updates": simulation.lagging_updates,
+            }
+            simulation.stop()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: Path, *, embedded: bool):
+    """Start the simulation and point the robot config at it: its servo bus's port, a calibration
+    file for it, and its cameras. The embedded policy was trained in the scene's units (radians),
+    so unless ``--env.joint_scale`` says otherwise, the env converts LeRobot's degrees to them."""
+    from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
+
+    port = simulation.start(seed=cfg.rl.seed)
+    calibration_dir = out / "calibration"
+    simulation.write_calibration(calibration_dir, cfg.robot.id)
+    size = cfg.simulation.image_size
+    cameras = {
+        name: MujocoSimCameraConfig(
+            camera=name,
+            simulation=cfg.simulation.name,
+            width=size,
+            height=size,
+            fps=cfg.simulation.camera_fps or int(cfg.env.fps),
+        )
+        for name in cfg.simulation.cameras
+    }
+    robot = dataclasses.replace(cfg.robot, port=port, calibration_dir=calibration_dir, cameras=cameras)
+    env = cfg.env
+    if embedded and env.joint_scale is None:
+        scale, offset = scene_units()
+        env = dataclasses.replace(env, joint_scale=scale, joint_offset=offset)
+    return robot, env

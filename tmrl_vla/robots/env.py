@@ -1,0 +1,281 @@
+"""Any LeRobot robot as a fine-tuning environment: real time, safety always on, a person in the loop.
+
+:class:`RobotEnv` is a gymnasium env over a LeRobot ``Robot`` (made by LeRobot's own factory from
+its config: ``so101_follower``, ``franka_franky``, ...), so the RL trainer drives an arm exactly as
+it drives the simulated task. One ``step`` is one control tick at ``fps``:
+
+1. the action (in the policy's units) goes back to the robot's units and through the
+   :class:`~tmrl_vla.robots.safety.SafetyLayer` against the latest reading, and is sent;
+2. the env waits for the next tick and reads the robot (joints and cameras);
+3. the person's keys (or a simulated person) say whether the episode succeeded or failed.
+
+Between chunks the VLA and the agent decide while the arm holds its last command (a position-
+controlled arm stays where it is); if that takes longer than a tick, the reading is renewed before
+the next command, so the safety layer never judges a command against a stale position.
+:class:`~tmrl_vla.robots.control.ControlLoop` is the deployment loop with inference beside the
+arm; this env keeps the trainer's step-by-step view and measures what the pause costs
+(``late_ticks``: ticks that started more than a tick late).
+
+Rewards (``reward="step_penalty"``, the robot default): -1 per tick, 0 on the success tick, which
+ends the episode as terminal; a time-out or a person's "failure" ends it as truncated, so its value
+bootstraps. ``reward="sparse"`` gives 1 on success and 0 otherwise (the simulated task's).
+
+Between episodes :meth:`RobotEnv.reset` drives the arm to ``home`` through the safety layer, then
+waits for the person to reset the scene; each episode's wall time, the person's time, late ticks
+and safety interventions are in :attr:`RobotEnv.episode_log` (and ``info`` at its end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
+
+from tmrl_vla.robots.features import action_dict, check_robot_fits_policy, observation_frame
+from tmrl_vla.robots.people import ESTOP, FAILURE, QUIT, SUCCESS, Person
+from tmrl_vla.robots.safety import SafetyConfig, SafetyLayer
+
+LATE_AFTER_S = 0.005  # a tick that starts this long after its deadline counts as late
+
+
+class RobotNotCalibratedError(RuntimeError):
+    """The robot's calibration is missing or differs from its motors; LeRobot would prompt for one."""
+
+
+@dataclass(frozen=True)
+class RobotEnvConfig:
+    fps: float = 25.0  # control ticks per second: the rate of the policy's training data
+    episode_length: int = 100  # ticks before an episode times out
+    task: str = "pick up the cube"  # the instruction given to the policy
+    reward: str = "step_penalty"  # "step_penalty" (-1 per tick, 0 on success) or "sparse" (1 on success)
+    # Where the arm waits between episodes (robot units, in action order); None: where it was at connect.
+    home: tuple[float, ...] | None = None
+    home_tolerance: float = 2.0  # the arm is home when every joint is this close (robot units)
+    home_timeout_s: float = 10.0  # longer than this to get home is an error (something blocks the arm)
+    # policy units = robot units * scale + offset, per joint (None: the same units), e.g. a policy
+    # trained in radians on a robot that reports degrees.
+    joint_scale: tuple[float, ...] | None = None
+    joint_offset: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.episode_length < 1:
+            raise ValueError(f"fps must be > 0 and episode_length >= 1, got {self.fps}, {self.episode_length}")
+        if self.reward not in ("step_penalty", "sparse"):
+            raise ValueError(f"reward must be 'step_penalty' or 'sparse', got {self.reward!r}")
+        if (self.joint_scale is None) != (self.joint_offset is None):
+            raise ValueError("give joint_scale and joint_offset together (or neither)")
+        if self.joint_scale is not None and (len(self.joint_scale) != len(self.joint_offset) or 0 in self.joint_scale):
+            raise ValueError("joint_scale and joint_offset need one value per joint, and no scale may be 0")
+
+
+@dataclass
+class EpisodeRecord:
+    episode: int
+    ticks: int
+    success: bool
+    ended_by: str  # "success", "failure" (the person), "time_out"
+    wall_s: float  # from the end of the reset to the end of the episode
+    person_s: float  # the person's time resetting the scene before it
+    home_s: float  # driving the arm home before it
+    late_ticks: int  # ticks that started more than LATE_AFTER_S late (the policy was deciding)
+    safety: dict  # the safety layer's interventions during the episode, by reason
+
+
+class RobotEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        robot,
+        policy_config,
+        safety: SafetyConfig,
+        person: Person,
+        config: RobotEnvConfig | None = None,
+        *,
+        rename_map: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_frame: Callable[[dict, np.ndarray, dict], None] | None = None,
+    ) -> None:
+        """``robot``: a LeRobot ``Robot`` (connected here if it is not). ``on_frame(observation,
+        sent_action, info)``: called with every tick's raw robot observation and the command sent
+        (robot units), e.g. to record the episode as a LeRobot dataset."""
+        self.config = config or RobotEnvConfig()
+        self.robot, self.person, self.clock, self.on_frame = robot, person, clock, on_frame
+        self.rename_map = dict(rename_map or {})
+        if not robot.is_connected:
+            robot.connect(calibrate=False)
+        if not robot.is_calibrated:
+            robot.disconnect()
+            raise RobotNotCalibratedError(
+                f"{robot} has no calibration matching its motors: run `lerobot-calibrate --robot.type=... "
+                f"--robot.id={robot.id}` first (fine-tuning never starts a calibration by itself)"
+            )
+        self.features = check_robot_fits_policy(
+            policy_config, robot.observation_features, robot.action_features, rename_map=self.rename_map
+        )
+        self.joint_names = list(self.features[ACTION]["names"])
+        if list(safety.joint_names) != self.joint_names:
+            raise ValueError(
+                f"the safety config's joints {list(safety.joint_names)} are not the robot's {self.joint_names}"
+            )
+        n = len(self.joint_names)
+        self._scale = np.asarray(self.config.joint_scale or (1.0,) * n, dtype=np.float64)
+        self._offset = np.asarray(self.config.joint_offset or (0.0,) * n, dtype=np.float64)
+        if self._scale.shape != (n,):
+            raise ValueError(f"joint_scale has {self._scale.shape[0]} values for the robot's {n} joints")
+        self.safety = SafetyLayer(safety, clock=clock)
+        self.period = 1.0 / self.config.fps
+        self._setup_spaces(safety)
+        self.episode_log: list[EpisodeRecord] = []
+        self.on_episode: Callable[[EpisodeRecord], None] | None = None  # called as each episode ends
+        self.stop_requested = False  # the person pressed quit: the trainer stops after this episode
+        self._episode = 0
+        self._raw: dict = {}
+        self._read()
+        self._home = np.asarray(self.config.home if self.config.home is not None else self._measured, dtype=np.float64)
+
+    # ------------------------------------------------------------------------- units and spaces
+    def to_policy(self, joints: np.ndarray) -> np.ndarray:
+        return (np.asarray(joints, np.float64) * self._scale + self._offset).astype(np.float32)
+
+    def to_robot(self, action: np.ndarray) -> np.ndarray:
+        return (np.asarray(action, np.float64) - self._offset) / self._scale
+
+    def _setup_spaces(self, safety: SafetyConfig) -> None:
+        low, high = self.to_policy(np.asarray(safety.lower)), self.to_policy(np.asarray(safety.upper))
+        low, high = np.minimum(low, high), np.maximum(low, high)
+        spaces = {OBS_STATE: gym.spaces.Box(-np.inf, np.inf, (len(low),), np.float32)}
+        for key, feature in self.features.items():
+            if key.startswith(f"{OBS_IMAGES}."):
+                spaces[self.rename_map.get(key, key)] = gym.spaces.Box(0, 255, tuple(feature["shape"]), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    # ------------------------------------------------------------------------- robot I/O
+    def _read(self) -> None:
+        self._raw = self.robot.get_observation()
+        self._reading_time = self.clock()
+        frame = observation_frame(self.features, self._raw, self.rename_map)
+        self._measured = np.asarray(frame[OBS_STATE], dtype=np.float64)
+        self._obs = {k: v for k, v in frame.items() if k != OBS_STATE}
+        self._obs[OBS_STATE] = self.to_policy(self._measured)
+
+    def _send(self, command: np.ndarray | None) -> np.ndarray | None:
+        if self.clock() - self._reading_time > self.period:  # the policy took more than a tick
+            self._read()
+        sent = self.safety.filter(command, self._measured, reading_time=self._reading_time)
+        if sent is not None:
+            self.robot.send_action(action_dict(self.features, sent))
+        return sent
+
+    def _tick(self, command: np.ndarray | None) -> bool:
+        """Send ``command`` (through the safety layer) at this tick, then sleep until the next one.
+        True when this tick started late (the caller overran it, e.g. the policy deciding): it then
+        starts now and the next one a full period after it, so missed ticks are not caught up with a
+        burst of commands (which the safety layer's rate limit would drop)."""
+        now = self.clock()
+        late = now - self._next_tick > LATE_AFTER_S
+        if late:
+            self._next_tick = now
+        self._send(command)
+        self._next_tick += self.period
+        delay = self._next_tick - self.clock()
+        if delay > 0:
+            time.sleep(delay)
+        return late
+
+    # ------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        home_s = self.go_home()
+        person_s = self.person.reset_scene(self._episode)
+        self.person.poll()  # a label pressed before the episode started does not count
+        self._read()
+        self._t = 0
+        self._late = 0
+        self._safety_before = Counter(self.safety.counts)
+        self._episode_start = self.clock()
+        self._next_tick = self._episode_start
+        self._pending = {"person_s": person_s, "home_s": home_s}
+        return self._observation(), {"is_success": False}
+
+    def go_home(self) -> float:
+        """Drive the arm to ``home`` through the safety layer (its speed limit paces the motion)."""
+        start = self.clock()
+        self._next_tick = start
+        while True:
+            self._read()
+            if np.all(np.abs(self._measured - self._home) <= self.config.home_tolerance):
+                return self.clock() - start
+            if self.clock() - start > self.config.home_timeout_s:
+                raise RuntimeError(
+                    f"the arm did not reach home within {self.config.home_timeout_s} s: it is at "
+                    f"{np.round(self._measured, 2).tolist()}, home is {np.round(self._home, 2).tolist()} "
+                    f"({', '.join(self.joint_names)}); is something in its way?"
+                )
+            self._tick(self._home)
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (len(self.joint_names),):
+            raise ValueError(f"an action has {len(self.joint_names)} values ({self.joint_names}), got {action.shape}")
+        self._late += self._tick(self.to_robot(action))
+        self._read()
+        if self.on_frame is not None:
+            self.on_frame(self._raw, self.safety.last_sent, {"episode": self._episode, "tick": self._t})
+        self._t += 1
+        events = self.person.poll()
+        if ESTOP in events:
+            if self.safety.stopped:
+                self.safety.release()
+            else:
+                self.safety.estop()
+        if QUIT in events:
+            self.stop_requested = True
+        success = SUCCESS in events
+        truncated = not success and (FAILURE in events or self._t >= self.config.episode_length)
+        penalty = self.config.reward == "step_penalty"
+        reward = float(success) - 1.0 if penalty else float(success)
+        info = {"is_success": success}
+        if success or truncated:
+            ended_by = SUCCESS if success else FAILURE if FAILURE in events else "time_out"
+            info["episode"] = self._close_episode(success, ended_by)
+        return self._observation(), reward, success, truncated, info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return dict(self._obs)
+
+    def _close_episode(self, success: bool, ended_by: str) -> EpisodeRecord:
+        record = EpisodeRecord(
+            episode=self._episode,
+            ticks=self._t,
+            success=success,
+            ended_by=ended_by,
+            wall_s=self.clock() - self._episode_start,
+            person_s=self._pending["person_s"],
+            home_s=self._pending["home_s"],
+            late_ticks=self._late,
+            safety=dict(Counter(self.safety.counts) - self._safety_before),
+        )
+        self.episode_log.append(record)
+        if self.on_episode is not None:
+            self.on_episode(record)
+        self._episode += 1
+        return record
+
+    def close(self) -> None:
+        """Leave the arm safe: LeRobot's ``disconnect`` turns the torque off (``disable_torque_on_disconnect``)."""
+        if self.robot.is_connected:
+            self.robot.disconnect()
+        close = getattr(self.person, "close", None)
+        if close is not None:
+            close()
