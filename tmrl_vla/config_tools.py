@@ -22,7 +22,7 @@ def parse_config(preset, args: list[str] | None = None, aliases: dict[str, str] 
     """
     args = sys.argv[1:] if args is None else list(args)
     aliases = aliases or {}
-    resolved = []
+    resolved, retyped = [], []
     for arg in args:
         key, sep, value = arg.partition("=")
         key = aliases.get(key, key)
@@ -30,10 +30,16 @@ def parse_config(preset, args: list[str] | None = None, aliases: dict[str, str] 
         name = key.removeprefix("--").removesuffix(".type")
         section = getattr(preset, name, None) if key.endswith(".type") and "." not in name else None
         if dataclasses.is_dataclass(section) and getattr(section, "type", value) != value:
-            preset = dataclasses.replace(preset, **{name: type(section)()})
+            if isinstance(section, draccus.ChoiceRegistry):  # LeRobot's --robot.type=...: another class
+                retyped.append(name)
+            else:
+                preset = dataclasses.replace(preset, **{name: type(section)()})
+    encoded = draccus.encode(preset)
+    for name in retyped:  # built by draccus from the command line and the new type's defaults
+        encoded.pop(name, None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preset.json"
-        path.write_text(json.dumps(draccus.encode(preset)))
+        path.write_text(json.dumps(encoded))
         return draccus.parse(config_class=type(preset), config_path=path, args=resolved)
 
 

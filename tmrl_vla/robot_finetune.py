@@ -22,8 +22,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lerobot.robots import RobotConfig, make_robot_from_config
+from lerobot.robots import (  # noqa: F401  (each import registers its --robot.type, as in LeRobot's CLIs)
+    RobotConfig,
+    koch_follower,
+    make_robot_from_config,
+    omx_follower,
+    openarm_follower,
+    so_follower,
+)
 from lerobot.robots.so_follower import SO101FollowerConfig
+from lerobot.utils.import_utils import register_third_party_plugins
 
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
@@ -34,6 +42,7 @@ from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLCo
 from tmrl_vla.rl.run import run_rl_on_robot
 from tmrl_vla.robots.env import RobotEnv, RobotEnvConfig
 from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
+from tmrl_vla.robots.recorder import EpisodeRecorder
 from tmrl_vla.robots.safety import safety_preset
 from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units
 
@@ -71,6 +80,14 @@ def default_so101() -> RobotConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    record: bool = True  # record every episode as a LeRobot dataset (for the next CSP round)
+    repo_id: str = "local/finetune_so101"  # the dataset's name (a Hub id if you push it later)
+    root: str | None = None  # where it is written; None: <output_dir>/dataset
+    video: bool = True  # cameras as video (LeRobot's default); False: PNG images
+
+
+@dataclass(frozen=True)
 class RobotFinetuneConfig:
     robot: RobotConfig = field(default_factory=default_so101)  # LeRobot's robot config (--robot.type=...)
     # Run against the simulated SO-101 (emulated servo bus + MuJoCo cameras) instead of hardware.
@@ -82,6 +99,7 @@ class RobotFinetuneConfig:
     assets: AssetsConfig = field(default_factory=AssetsConfig)  # the embedded default's stages
     env: RobotEnvConfig = field(default_factory=RobotEnvConfig)  # control rate, episodes, rewards, units
     rl: TMRLConfig = field(default_factory=robot_rl)  # the RL run (TMRL or DSRL)
+    dataset: RecordingConfig = field(default_factory=RecordingConfig)  # the episodes as a LeRobot dataset
     output_dir: str = "outputs/finetune_so101"  # everything the job writes goes under it
     cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
     resume: bool = False  # continue the run in output_dir from its newest checkpoint
@@ -91,6 +109,9 @@ ALIASES = {"--agent": "--rl.agent.kind"}
 
 
 def parse_args(preset: RobotFinetuneConfig, args: list[str] | None = None) -> RobotFinetuneConfig:
+    """The command line over ``preset``; robot, camera and teleoperator plugins (``lerobot_robot_*``,
+    e.g. ``franka_franky``) are registered first, as every LeRobot command line does."""
+    register_third_party_plugins()
     return parse_config(preset, args, ALIASES)
 
 
@@ -126,10 +147,26 @@ def train(cfg: RobotFinetuneConfig) -> dict:
         person = SimulatedPerson(simulation, seed=cfg.rl.seed * 100_000) if cfg.person == "simulated" else None
 
         def make_robot_env(policy_config) -> RobotEnv:
-            robot = make_robot_from_config(robot_config)
-            return RobotEnv(
-                robot, policy_config, safety_preset(robot_config.type), person or KeyboardPerson(), env_config
+            env = RobotEnv(
+                connected(robot_config, retry=simulation is not None),
+                policy_config,
+                safety_preset(robot_config.type),
+                person or KeyboardPerson(),
+                env_config,
             )
+            if cfg.dataset.record:
+                root = Path(cfg.dataset.root) if cfg.dataset.root else out / "dataset"
+                recorder = EpisodeRecorder(
+                    root,
+                    cfg.dataset.repo_id,
+                    fps=round(env_config.fps),
+                    features=env.features,
+                    task=env_config.task,
+                    robot_type=robot_config.type,
+                    use_videos=cfg.dataset.video,
+                )
+                env.attach_recorder(recorder)
+            return env
 
         start = time.perf_counter()
         label = f"{robot_config.type} ({'simulated' if simulation is not None else robot_config.id})"
@@ -154,6 +191,23 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     return summary
 
 
+def connected(robot_config: RobotConfig, *, retry: bool):
+    """The robot made by LeRobot's factory, connected without calibrating. ``retry``: one more try
+    after a bus timeout (the simulated arm's emulator is a thread of this process; on a loaded CPU
+    it can miss LeRobot's 50 ms reply window at connect)."""
+    robot = make_robot_from_config(robot_config)
+    try:
+        robot.connect(calibrate=False)
+    except ConnectionError:
+        if not retry:
+            raise
+        if robot.is_connected:
+            robot.disconnect()
+        robot = make_robot_from_config(robot_config)
+        robot.connect(calibrate=False)
+    return robot
+
+
 def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: Path, *, embedded: bool):
     """Start the simulation and point the robot config at it: its servo bus's port, a calibration
     file for it, and its cameras. The embedded policy was trained in the scene's units (radians),
@@ -174,7 +228,12 @@ def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: P
         )
         for name in cfg.simulation.cameras
     }
-    robot = dataclasses.replace(cfg.robot, port=port, calibration_dir=calibration_dir, cameras=cameras)
+    # The emulated bus answers from a thread of this process: on a loaded CPU a reply can miss
+    # LeRobot's ~50 ms window now and then (about 1 read in 5000 at load 5 on 2 cores), which a real
+    # bus never does; more retries keep a slow reply from ending the run.
+    robot = dataclasses.replace(
+        cfg.robot, port=port, calibration_dir=calibration_dir, cameras=cameras, num_read_retries=10
+    )
     env = cfg.env
     if embedded and env.joint_scale is None:
         scale, offset = scene_units()

@@ -125,7 +125,14 @@ def run_rl_on_robot(
     csp, pre, post = load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
     env = make_robot_env(csp.base_policy.config)
     episodes_file = Path(run_dir) / "episodes.jsonl"
-    env.on_episode = lambda record: append_metrics(episodes_file, dataclasses.asdict(record))
+    earlier = env.on_episode
+
+    def log_episode(record) -> None:
+        append_metrics(episodes_file, dataclasses.asdict(record))
+        if earlier is not None:
+            earlier(record)
+
+    env.on_episode = log_episode
     made: list = []
 
     def make_env():

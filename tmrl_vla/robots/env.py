@@ -102,8 +102,8 @@ class RobotEnv(gym.Env):
         on_frame: Callable[[dict, np.ndarray, dict], None] | None = None,
     ) -> None:
         """``robot``: a LeRobot ``Robot`` (connected here if it is not). ``on_frame(observation,
-        sent_action, info)``: called with every tick's raw robot observation and the command sent
-        (robot units), e.g. to record the episode as a LeRobot dataset."""
+        sent_action, info)``: called every tick with the raw reading the command followed and the
+        command sent (robot units)."""
         self.config = config or RobotEnvConfig()
         self.robot, self.person, self.clock, self.on_frame = robot, person, clock, on_frame
         self.rename_map = dict(rename_map or {})
@@ -133,11 +133,18 @@ class RobotEnv(gym.Env):
         self._setup_spaces(safety)
         self.episode_log: list[EpisodeRecord] = []
         self.on_episode: Callable[[EpisodeRecord], None] | None = None  # called as each episode ends
+        self.recorder = None  # an EpisodeRecorder (attach_recorder): every tick recorded, episodes saved as they end
         self.stop_requested = False  # the person pressed quit: the trainer stops after this episode
         self._episode = 0
         self._raw: dict = {}
         self._read()
         self._home = np.asarray(self.config.home if self.config.home is not None else self._measured, dtype=np.float64)
+
+    def attach_recorder(self, recorder) -> None:
+        """Record every tick (the reading the command followed, the command sent, its reward and
+        end) into ``recorder`` (:class:`~tmrl_vla.robots.recorder.EpisodeRecorder`); an episode is
+        saved when it ends and dropped when it is cut short (a reset mid-episode, a close)."""
+        self.recorder = recorder
 
     # ------------------------------------------------------------------------- units and spaces
     def to_policy(self, joints: np.ndarray) -> np.ndarray:
@@ -196,6 +203,8 @@ class RobotEnv(gym.Env):
     # ------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
+        if self.recorder is not None:
+            self.recorder.discard_episode()  # an episode cut short is not data
         home_s = self.go_home()
         person_s = self.person.reset_scene(self._episode)
         self.person.poll()  # a label pressed before the episode started does not count
@@ -228,10 +237,10 @@ class RobotEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (len(self.joint_names),):
             raise ValueError(f"an action has {len(self.joint_names)} values ({self.joint_names}), got {action.shape}")
+        observed = self._raw  # the reading this command follows
         self._late += self._tick(self.to_robot(action))
+        sent = self.safety.last_sent
         self._read()
-        if self.on_frame is not None:
-            self.on_frame(self._raw, self.safety.last_sent, {"episode": self._episode, "tick": self._t})
         self._t += 1
         events = self.person.poll()
         if ESTOP in events:
@@ -246,7 +255,13 @@ class RobotEnv(gym.Env):
         penalty = self.config.reward == "step_penalty"
         reward = float(success) - 1.0 if penalty else float(success)
         info = {"is_success": success}
+        if self.recorder is not None and sent is not None:
+            self.recorder.add(observed, sent, reward=reward, done=success)
+        if self.on_frame is not None:
+            self.on_frame(observed, sent, {"episode": self._episode, "tick": self._t - 1, "reward": reward})
         if success or truncated:
+            if self.recorder is not None:
+                self.recorder.save_episode()
             ended_by = SUCCESS if success else FAILURE if FAILURE in events else "time_out"
             info["episode"] = self._close_episode(success, ended_by)
         return self._observation(), reward, success, truncated, info
@@ -274,6 +289,9 @@ class RobotEnv(gym.Env):
 
     def close(self) -> None:
         """Leave the arm safe: LeRobot's ``disconnect`` turns the torque off (``disable_torque_on_disconnect``)."""
+        if self.recorder is not None:
+            self.recorder.discard_episode()
+            self.recorder.close()
         if self.robot.is_connected:
             self.robot.disconnect()
         close = getattr(self.person, "close", None)

@@ -24,6 +24,9 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.utils.constants import ACTION, OBS_STR
 from lerobot.utils.feature_utils import build_dataset_frame
 
+# LeRobot's AV1 encoder kills the process (a floating point exception) on frames of 24 px or less;
+# 32 encodes (measured on 17, 24, 32, 48 and 64 px squares).
+MIN_VIDEO_SIDE = 32
 EXTRA_FEATURES = {
     "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
     "next.done": {"dtype": "bool", "shape": (1,), "names": None},
@@ -47,7 +50,19 @@ class EpisodeRecorder:
         use_videos: bool = True,
     ) -> None:
         self.root, self.repo_id, self.task = Path(root), repo_id, task
-        self.features = {k: v for k, v in features.items()}
+        small = [
+            k for k, v in features.items() if v["dtype"] in ("video", "image") and min(v["shape"][:2]) < MIN_VIDEO_SIDE
+        ]
+        if use_videos and small:
+            raise ValueError(
+                f"cameras {small} give images under {MIN_VIDEO_SIDE} px a side, which LeRobot's video encoder "
+                "cannot encode (the process dies): record them as images (use_videos=False)"
+            )
+        # cameras as video (LeRobot's default), or as PNG images
+        kind = "video" if use_videos else "image"
+        self.features = {
+            k: ({**v, "dtype": kind} if v["dtype"] in ("video", "image") else v) for k, v in features.items()
+        }
         if (self.root / "meta" / "info.json").exists():
             self.dataset = LeRobotDataset.resume(repo_id, root=self.root)
             self._check_same_features()

@@ -1,0 +1,103 @@
+"""recipes/finetune_so101.py on the simulated SO-101: a run records its episodes, survives SIGKILL and resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmrl_vla.robot_finetune import RobotFinetuneConfig, check_config, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bad_combinations_are_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="needs --simulated=true"):
+        check_config(RobotFinetuneConfig(person="simulated"))
+    with pytest.raises(ValueError, match="--person must be"):
+        check_config(RobotFinetuneConfig(person="robot"))
+    koch = parse_args(RobotFinetuneConfig(), ["--robot.type=koch_follower", "--robot.port=x", "--simulated=true"])
+    with pytest.raises(ValueError, match="simulates so100_follower or so101_follower, not 'koch_follower'"):
+        check_config(koch)
+    with pytest.raises(ValueError, match="--policy.path too"):
+        check_config(RobotFinetuneConfig(csp=type(RobotFinetuneConfig().csp)(path="x")))
+
+
+def test_the_command_line_sets_lerobots_robot_config():
+    cfg = parse_args(RobotFinetuneConfig(), ["--robot.port=/dev/ttyACM1", "--robot.id=arm7", "--agent=dsrl"])
+    assert cfg.robot.port == "/dev/ttyACM1" and cfg.robot.id == "arm7" and cfg.rl.agent.kind == "dsrl"
+    assert cfg.rl.num_envs == 1 and cfg.rl.eval_episodes == 0  # what run_rl_on_robot asks for
+
+
+def recipe(tiny_base_policy, out, total):
+    from tmrl_vla.robots.sim.so101 import scene_units
+
+    scale, offset = scene_units()
+    return [
+        sys.executable,
+        str(ROOT / "recipes" / "finetune_so101.py"),
+        "--simulated=true",
+        "--person=simulated",
+        f"--policy.path={tiny_base_policy}",
+        "--agent=dsrl",
+        "--env.episode_length=10",  # 2 decisions of 5 ticks per episode
+        f"--env.joint_scale={list(scale)}",  # the tiny policy was trained in the scene's units
+        f"--env.joint_offset={list(offset)}",
+        f"--rl.total_decisions={total}",
+        "--rl.sac.warmup_decisions=2",
+        "--rl.sac.batch_size=4",
+        "--rl.sac.updates_per_decision=1",
+        "--rl.agent.hidden=16",
+        "--rl.agent.num_critics=2",
+        "--rl.observation.image_grid=1",
+        f"--output_dir={out}",
+    ]
+
+
+def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(tiny_base_policy, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from tmrl_vla.state_io import load_state
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        recipe(tiny_base_policy, out, 40), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    checkpoints = out / "dsrl" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(checkpoints.glob("*/complete"))) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into the next episode: it is in flight when the process dies
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    latest = sorted(p.parent for p in checkpoints.glob("*/complete"))[-1]
+    state = load_state(latest / "rank0.safetensors")
+    killed_at, episodes_then = state["decision"], state["episodes"]
+    assert 0 < killed_at < 40 and episodes_then >= 1
+
+    total = killed_at + 4  # two more episodes
+    resumed = subprocess.run(
+        recipe(tiny_base_policy, out, total) + ["--resume=true"], env=env, capture_output=True, timeout=240
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rl"]["decisions"] == total and summary["rl"]["episodes"] == episodes_then + 2
+    assert summary["simulation"]["torque_enabled_at_exit"] == [False] * 6  # the arm left torque-safe
+
+    # the dataset holds the episodes that ended, none of the one in flight at the kill
+    dataset = LeRobotDataset("local/finetune_so101", root=out / "dataset")
+    assert dataset.meta.total_episodes == summary["rl"]["episodes"]
+    assert len(dataset) == 10 * dataset.meta.total_episodes  # every episode ran its 10 ticks
+    frame = dataset[0]
+    assert frame["observation.images.front"].shape == (3, 64, 64) and frame["action"].shape == (6,)
+    assert np.isfinite(frame["observation.state"].numpy()).all() and frame["next.reward"].item() in (-1.0, 0.0)
+    episodes = [json.loads(line) for line in (out / "dsrl" / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) >= summary["rl"]["episodes"] and all(e["ticks"] <= 10 for e in episodes)
+    assert (out / "dsrl" / "pretrained_model" / "config.json").exists()
