@@ -4,8 +4,8 @@
 #      there is no GPU). Skipped when they are already present.
 #   2. A Python 3.12 virtual environment with the package, its dev and franka (franky-control)
 #      extras, and the LeRobot plugins in plugins/ (the `tmrl` policy type, the `so100_pick_cube` env
-#      type, the `mujoco_sim` camera type and the `franka_franky` robot type), which every LeRobot
-#      command line (lerobot-eval, lerobot-record, ...) then loads.
+#      type, the `mujoco_sim` camera type, the `franka_franky` robot type and the `scripted_expert_sim`
+#      teleoperator type), which every LeRobot command line (lerobot-eval, lerobot-record, ...) loads.
 # Usage: bash install.sh            (then: source .venv/bin/activate)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,5 +34,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev,franka]'
 .venv/bin/python -m pip install -q -e plugins/lerobot_policy_tmrl -e plugins/lerobot_env_so100_pick_cube \
-  -e plugins/lerobot_camera_mujoco_sim -e plugins/lerobot_robot_franka_franky
+  -e plugins/lerobot_camera_mujoco_sim -e plugins/lerobot_robot_franka_franky \
+  -e plugins/lerobot_teleoperator_scripted_expert
 echo "[install] done: $(.venv/bin/python -c 'import tmrl_vla, lerobot, torch; print(f"tmrl_vla {tmrl_vla.__version__}, lerobot {lerobot.__version__}, torch {torch.__version__}")')"

@@ -82,9 +82,10 @@ def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(ti
     killed_at, episodes_then = state["decision"], state["episodes"]
     assert 0 < killed_at < 40 and episodes_then >= 1
 
-    total = killed_at + 4  # two more episodes
+    total = killed_at + 4  # two more episodes, the second of them taken over by the simulated person
+    take_over = ["--person_intervenes_every=2", "--person_intervenes_after=2"]
     resumed = subprocess.run(
-        recipe(tiny_base_policy, out, total) + ["--resume=true"], env=env, capture_output=True, timeout=240
+        recipe(tiny_base_policy, out, total) + ["--resume=true", *take_over], env=env, capture_output=True, timeout=240
     )
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -100,4 +101,10 @@ def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(ti
     assert np.isfinite(frame["observation.state"].numpy()).all() and frame["next.reward"].item() in (-1.0, 0.0)
     episodes = [json.loads(line) for line in (out / "dsrl" / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) >= summary["rl"]["episodes"] and all(e["ticks"] <= 10 for e in episodes)
+    # the person took over in an odd-numbered episode after the resume, from its 3rd tick on (the
+    # take-over key is read at the end of tick 2): those ticks are marked, in the log and the data
+    taken = [e for e in episodes if e["intervention_ticks"]]
+    assert taken and all(e["episode"] % 2 == 1 and e["intervention_ticks"] == e["ticks"] - 2 for e in taken)
+    marked = int(sum(bool(dataset[i]["intervention"]) for i in range(len(dataset))))
+    assert marked == sum(e["intervention_ticks"] for e in taken)
     assert (out / "dsrl" / "pretrained_model" / "config.json").exists()

@@ -31,6 +31,12 @@ from lerobot.robots import (  # noqa: F401  (each import registers its --robot.t
     so_follower,
 )
 from lerobot.robots.so_follower import SO101FollowerConfig
+from lerobot.teleoperators import (  # noqa: F401  (each import registers its --teleop.type)
+    TeleoperatorConfig,
+    gamepad,
+    keyboard,
+    so_leader,
+)
 from lerobot.utils.import_utils import register_third_party_plugins
 
 from tmrl_vla.assets import AssetsConfig, build_default_assets
@@ -40,7 +46,9 @@ from tmrl_vla.finetune import CSPSource, PolicySource
 from tmrl_vla.rl.checkpoint import refuse_existing_run
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
 from tmrl_vla.rl.run import run_rl_on_robot
+from tmrl_vla.robots.config_scripted_expert import ScriptedExpertTeleopConfig
 from tmrl_vla.robots.env import RobotEnv, RobotEnvConfig
+from tmrl_vla.robots.intervention import TeleopIntervention
 from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
 from tmrl_vla.robots.recorder import EpisodeRecorder
 from tmrl_vla.robots.safety import safety_preset
@@ -94,6 +102,13 @@ class RobotFinetuneConfig:
     simulated: bool = False
     simulation: SimulatedSO101Config = field(default_factory=SimulatedSO101Config)  # with --simulated=true
     person: str = "keyboard"  # who labels and resets: "keyboard" (a person) or "simulated" (--simulated only)
+    # The teleoperator a person takes the arm over with (key i), as LeRobot's --teleop.type=so101_leader
+    # --teleop.port=...; None: no take-overs. On the simulated arm, scripted_expert_sim stands in for one.
+    teleop: TeleoperatorConfig | None = None
+    # The simulated person takes the arm over in every n-th episode (0: never), with --teleop
+    # (default on the simulated arm: scripted_expert_sim).
+    person_intervenes_every: int = 0
+    person_intervenes_after: int = 20  # ... after this many ticks of the episode
     policy: PolicySource = field(default_factory=PolicySource)  # the policy to fine-tune
     csp: CSPSource = field(default_factory=CSPSource)  # its CSP adapter
     assets: AssetsConfig = field(default_factory=AssetsConfig)  # the embedded default's stages
@@ -124,6 +139,18 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError(f"--simulated=true simulates {' or '.join(SIMULATABLE)}, not {cfg.robot.type!r}")
     if cfg.csp.path is not None and cfg.policy.path is None:
         raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
+    if cfg.person_intervenes_every and cfg.person != "simulated":
+        raise ValueError("--person_intervenes_every is the simulated person's: it needs --person=simulated")
+
+
+def teleop_config(cfg: RobotFinetuneConfig) -> TeleoperatorConfig | None:
+    """The take-over teleoperator: the one given, or on the simulated arm with a simulated person
+    who intervenes, the scripted expert."""
+    if cfg.teleop is not None:
+        return cfg.teleop
+    if cfg.simulated and cfg.person_intervenes_every:
+        return ScriptedExpertTeleopConfig(simulation=cfg.simulation.name, seed=cfg.rl.seed)
+    return None
 
 
 def train(cfg: RobotFinetuneConfig) -> dict:
@@ -144,7 +171,17 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     try:
         if simulation is not None:
             robot_config, env_config = simulated_setup(cfg, simulation, out, embedded=cfg.policy.path is None)
-        person = SimulatedPerson(simulation, seed=cfg.rl.seed * 100_000) if cfg.person == "simulated" else None
+        person = (
+            SimulatedPerson(
+                simulation,
+                seed=cfg.rl.seed * 100_000,
+                intervene_every=cfg.person_intervenes_every,
+                intervene_after=cfg.person_intervenes_after,
+            )
+            if cfg.person == "simulated"
+            else None
+        )
+        teleop = teleop_config(cfg)
 
         def make_robot_env(policy_config) -> RobotEnv:
             env = RobotEnv(
@@ -166,6 +203,12 @@ def train(cfg: RobotFinetuneConfig) -> dict:
                     use_videos=cfg.dataset.video,
                 )
                 env.attach_recorder(recorder)
+            if teleop is not None:  # connected now: a missing or uncalibrated leader fails before the arm moves
+                intervention = TeleopIntervention.from_config(
+                    teleop, env.joint_names, toggle_requested=env.toggle_requested
+                )
+                intervention.connect()
+                env.attach_intervention(intervention)
             return env
 
         start = time.perf_counter()

@@ -383,3 +383,32 @@ def test_should_stop_ends_the_run_early_with_a_checkpoint(tiny_base_policy, tmp_
     t.close()
     assert result["decisions"] == 3
     assert (tmp_path / "checkpoints" / "00000003" / "complete").exists()
+
+
+def test_decisions_a_person_drove_are_not_the_agents(tiny_base_policy, tmp_path, monkeypatch):
+    """Episodes with even seeds: a person takes over from the first step and succeeds on the 4th."""
+    real_reset, real_step = PickCubeEnv.reset, PickCubeEnv.step
+
+    def reset(self, *, seed=None, options=None):
+        self.test_seed = seed
+        return real_reset(self, seed=seed, options=options)
+
+    def step(self, action):
+        obs, r, term, trunc, info = real_step(self, action)
+        if self.test_seed % 2 == 0:
+            info = {**info, "intervention": True}
+            if self._t >= 4:
+                return obs, 1.0, True, False, {"is_success": True, "intervention": True}
+        return obs, r, term, trunc, info
+
+    monkeypatch.setattr(PickCubeEnv, "reset", reset)
+    monkeypatch.setattr(PickCubeEnv, "step", step)
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=4, eval_every=100, success_buffer=True, n_step=1)
+    driven = []
+    real_collect_step = t.collector.step
+    t.collector.step = lambda **k: (lambda tr: driven.append(int(tr.intervened.sum())) or tr)(real_collect_step(**k))
+    t.train()
+    t.close()
+    assert t.successes > 0 and sum(driven) > 0  # the person drove and succeeded
+    assert t.replay.total_added == 2 * 4 - sum(driven)  # their decisions never reached the replay
+    assert len(t.success_replay) == 0  # and their successes are not the agent's

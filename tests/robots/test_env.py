@@ -67,6 +67,9 @@ class ScriptedPerson:
         self.tick += 1
         return set(self.events.get(self.tick, ()))
 
+    def say(self, text):
+        self.said = [*getattr(self, "said", []), text]
+
     def close(self):
         self.closed = True
 
@@ -88,6 +91,7 @@ def test_step_penalty_rewards_success_terminal_and_time_out_truncated(policy_con
     assert (r1, term1, trunc1) == (-1.0, False, False)
     assert (r2, term2, trunc2) == (0.0, True, False) and info["is_success"]
     assert info["episode"].ended_by == "success" and info["episode"].ticks == 2 and info["episode"].person_s == 0.25
+    assert env.person.said[-1].startswith("episode 0 ended: success after") and "(1/1 successes" in env.person.said[-1]
     env.person.events = {}  # nobody says success this time
     env.reset(seed=1)
     ends = [env.step(np.zeros(6, np.float32))[2:4] for _ in range(4)]
@@ -125,6 +129,11 @@ def test_e_stop_holds_the_arm_until_pressed_again_and_quit_asks_the_run_to_stop(
     env.step(np.full(6, 30.0, np.float32))  # released here, and quit
     env.step(np.full(6, 30.0, np.float32))
     assert robot.sent[-1]["shoulder_pan.pos"] == 30.0 and env.stop_requested
+    assert [t.split(":")[0] for t in env.person.said] == [
+        "E-STOP",
+        "e-stop released",
+        "stopping after this episode (the run is saved; resume with --resume=true)",
+    ]
 
 
 def test_ticks_keep_their_rate_when_the_caller_overruns_them(policy_config):

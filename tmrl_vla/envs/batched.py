@@ -22,6 +22,8 @@ class BatchedEnv:
         self.envs = [make_env() for _ in range(num_envs)]
         self.done = np.ones(num_envs, dtype=bool)
         self.success = np.zeros(num_envs, dtype=bool)
+        # whether a person drove env i's robot (info["intervention"]) since the caller last cleared it
+        self.intervened = np.zeros(num_envs, dtype=bool)
         self._last: list[dict] = [{} for _ in range(num_envs)]
 
     @property
@@ -63,6 +65,7 @@ class BatchedEnv:
             self._last[i] = obs
             rewards[i] = reward
             self.success[i] |= bool(info.get("is_success", False))
+            self.intervened[i] |= bool(info.get("intervention", False))
             self.done[i] = terminated or truncated
         return self._stack(), rewards, self.done.copy()
 

@@ -24,6 +24,7 @@ Rules (TMRL paper, section 3, and the reference code's known bug, fixed):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,25 @@ class Transitions:
     success: torch.Tensor  # (b,) bool
     sigma: torch.Tensor  # (b,)
     env_index: torch.Tensor  # (b,) which env each row came from (all envs unless some are retired)
+    # (b,) a person drove the robot during the decision (a teleoperator's intervention): the chunk
+    # that ran was not the one this decision's latent chose
+    intervened: torch.Tensor | None = None
+
+    def select(self, keep: torch.Tensor) -> Transitions:
+        """The rows where ``keep`` (b,) is true."""
+        return Transitions(
+            **{
+                f.name: (
+                    {h: a[keep] for h, a in value.items()}
+                    if isinstance(value, dict)
+                    else value[keep]
+                    if value is not None
+                    else None
+                )
+                for f in dataclasses.fields(self)
+                for value in [getattr(self, f.name)]
+            }
+        )
 
 
 class DecisionCollector:
@@ -154,6 +174,7 @@ class DecisionCollector:
             noise=held,
             encoder=self.encoder,
         )
+        self.envs.intervened[rows] = False
         obs, reward = self._execute(decision.chunk, rows)
         success, ended = self.envs.success[rows], self.envs.done[rows]
         # the true next observation, also at time-out
@@ -168,6 +189,7 @@ class DecisionCollector:
             success=torch.from_numpy(success),
             sigma=decision.sigma,
             env_index=torch.from_numpy(rows),
+            intervened=torch.from_numpy(self.envs.intervened[rows].copy()),
         )
         self.episodes_finished += int(ended.sum())
         self.successes += int(success.sum())

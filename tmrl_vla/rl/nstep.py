@@ -43,6 +43,11 @@ class NStepReturns:
                 out += self._emit(i, 1, 0.0)
         return self._stack(out)
 
+    def cut(self, i: int) -> dict[str, torch.Tensor] | None:
+        """Every pending row of env i, bootstrapped from its last observation (done 0): its episode
+        goes on, but not as the agent's (a person took the robot over), so no later reward is its."""
+        return self._stack(self._emit(i, len(self.pending[i]), 0.0))
+
     def flush(self) -> dict[str, torch.Tensor] | None:
         """Every pending row, bootstrapped from the last observation reached (its episode goes no further:
         e.g. the run resumes with fresh episodes)."""

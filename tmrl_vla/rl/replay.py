@@ -144,18 +144,27 @@ class SuccessfulEpisodes:
     def __init__(self, buffer: ReplayBuffer, num_envs: int) -> None:
         self.buffer = buffer
         self.open: list[list[dict]] = [[] for _ in range(num_envs)]
+        self.taken_over: set[int] = set()  # envs whose current episode a person finished (not the agent's)
+
+    def take_over(self, env: int) -> None:
+        """A person took env's robot over: its current episode's success, if any, is not the agent's."""
+        self.open[env].clear()
+        self.taken_over.add(env)
 
     def observe(self, rows: dict | None, episode_end: torch.Tensor, success: torch.Tensor, env_index: torch.Tensor):
         """``rows``: the rows that left the n-step stage this decision (or None); the other arguments
         are the decision's per-env flags (b,) and env indices (b,)."""
         if rows is not None:
             for k, env in enumerate(rows["env"].tolist()):
-                self.open[env].append({key: _row(value, k) for key, value in rows.items() if key != "env"})
+                if env not in self.taken_over:
+                    self.open[env].append({key: _row(value, k) for key, value in rows.items() if key != "env"})
         for row in torch.nonzero(episode_end).flatten().tolist():
-            episode = self.open[int(env_index[row])]
-            if success[row] and episode:
+            env = int(env_index[row])
+            episode = self.open[env]
+            if success[row] and episode and env not in self.taken_over:
                 self.buffer.add_rows(_stack_rows(episode))
             episode.clear()
+            self.taken_over.discard(env)
 
 
 def _row(value, k: int):

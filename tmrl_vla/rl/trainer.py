@@ -170,7 +170,9 @@ class TMRLTrainer:
         """One decision in every env; its transitions go to the replay (through the n-step stage).
         Returns the decision's metrics, counted over all processes."""
         t = self.collector.step(uniform=uniform)
-        rows = self.nstep.push(t)
+        self._take_over(t)
+        kept = t if t.intervened is None or not t.intervened.any() else t.select(~t.intervened)
+        rows = self.nstep.push(kept) if len(kept.env_index) else None
         if rows is not None:
             self.replay.add_rows(rows)
         if self.success_episodes is not None:
@@ -192,6 +194,21 @@ class TMRLTrainer:
             "rollout/reward_mean": reward / n,
             "actor/sigma_mean": sigma / n,
         }
+
+    def _take_over(self, t) -> None:
+        """Decisions in which a person drove the robot are not the agent's: its earlier decisions of
+        that episode leave the n-step stage bootstrapped from where the person took over, the
+        intervened ones never reach the replay, and the episode's success is not copied as the
+        agent's. (The person's ticks are kept where they help: the recorded LeRobot dataset, for the
+        next CSP round.)"""
+        if t.intervened is None:
+            return
+        for env in t.env_index[t.intervened].tolist():
+            rows = self.nstep.cut(env)
+            if rows is not None:
+                self.replay.add_rows(rows)
+            if self.success_episodes is not None:
+                self.success_episodes.take_over(env)
 
     def update(self, decisions: int = 1) -> dict:
         """``sac.updates_per_decision`` SAC updates per decision of ``decisions`` (the first one freezes

@@ -37,7 +37,7 @@ import numpy as np
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 from tmrl_vla.robots.features import action_dict, check_robot_fits_policy, observation_frame
-from tmrl_vla.robots.people import ESTOP, FAILURE, QUIT, SUCCESS, Person
+from tmrl_vla.robots.people import ESTOP, FAILURE, INTERVENE, QUIT, SUCCESS, Person
 from tmrl_vla.robots.safety import SafetyConfig, SafetyLayer
 
 LATE_AFTER_S = 0.005  # a tick that starts this long after its deadline counts as late
@@ -79,10 +79,12 @@ class EpisodeRecord:
     ticks: int
     success: bool
     ended_by: str  # "success", "failure" (the person), "time_out"
-    wall_s: float  # from the end of the reset to the end of the episode
+    wall_s: float  # from its first action to its end
     person_s: float  # the person's time resetting the scene before it
     home_s: float  # driving the arm home before it
+    waited_s: float  # the arm ready at home, waiting for the first action (the learner updating)
     late_ticks: int  # ticks that started more than LATE_AFTER_S late (the policy was deciding)
+    intervention_ticks: int  # ticks a person drove the arm through the teleoperator
     safety: dict  # the safety layer's interventions during the episode, by reason
 
 
@@ -134,6 +136,8 @@ class RobotEnv(gym.Env):
         self.episode_log: list[EpisodeRecord] = []
         self.on_episode: Callable[[EpisodeRecord], None] | None = None  # called as each episode ends
         self.recorder = None  # an EpisodeRecorder (attach_recorder): every tick recorded, episodes saved as they end
+        self.intervention = None  # an Intervention (attach_intervention): a person's teleoperator, when active
+        self._toggle = False  # the person pressed the take-over key since the intervention last asked
         self.stop_requested = False  # the person pressed quit: the trainer stops after this episode
         self._episode = 0
         self._raw: dict = {}
@@ -145,6 +149,18 @@ class RobotEnv(gym.Env):
         end) into ``recorder`` (:class:`~tmrl_vla.robots.recorder.EpisodeRecorder`); an episode is
         saved when it ends and dropped when it is cut short (a reset mid-episode, a close)."""
         self.recorder = recorder
+
+    def attach_intervention(self, intervention) -> None:
+        """Let a person take over (:class:`~tmrl_vla.robots.intervention.Intervention`): on every tick
+        it is active, its command replaces the policy's (still through the safety layer) and the tick
+        is marked ``intervention`` in ``info`` and the recording. Wire a key toggle with
+        ``toggle_requested=env.toggle_requested``."""
+        self.intervention = intervention
+
+    def toggle_requested(self) -> bool:
+        """True once per press of the take-over key (for ``TeleopIntervention(toggle_requested=...)``)."""
+        pressed, self._toggle = self._toggle, False
+        return pressed
 
     # ------------------------------------------------------------------------- units and spaces
     def to_policy(self, joints: np.ndarray) -> np.ndarray:
@@ -211,9 +227,9 @@ class RobotEnv(gym.Env):
         self._read()
         self._t = 0
         self._late = 0
+        self._intervened = 0
         self._safety_before = Counter(self.safety.counts)
-        self._episode_start = self.clock()
-        self._next_tick = self._episode_start
+        self._ready_at = self.clock()  # the episode's clock starts at its first action (see step)
         self._pending = {"person_s": person_s, "home_s": home_s}
         return self._observation(), {"is_success": False}
 
@@ -237,8 +253,18 @@ class RobotEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (len(self.joint_names),):
             raise ValueError(f"an action has {len(self.joint_names)} values ({self.joint_names}), got {action.shape}")
+        if self._t == 0:  # the learner may have updated since the reset: the arm waited at home
+            self._episode_start = self._next_tick = self.clock()
+            self._pending["waited_s"] = self._episode_start - self._ready_at
         observed = self._raw  # the reading this command follows
-        self._late += self._tick(self.to_robot(action))
+        intervening = self.intervention is not None and self.intervention.active()
+        if intervening:
+            taken = self.intervention.action(observed)
+            command = np.array([taken[name] for name in self.joint_names], dtype=np.float64)
+            self._intervened += 1
+        else:
+            command = self.to_robot(action)
+        self._late += self._tick(command)
         sent = self.safety.last_sent
         self._read()
         self._t += 1
@@ -246,17 +272,22 @@ class RobotEnv(gym.Env):
         if ESTOP in events:
             if self.safety.stopped:
                 self.safety.release()
+                self.person.say("e-stop released: the policy drives the arm again")
             else:
                 self.safety.estop()
-        if QUIT in events:
+                self.person.say("E-STOP: the arm is held where it is (press e again to release)")
+        if INTERVENE in events:
+            self._toggle = True
+        if QUIT in events and not self.stop_requested:
             self.stop_requested = True
+            self.person.say("stopping after this episode (the run is saved; resume with --resume=true)")
         success = SUCCESS in events
         truncated = not success and (FAILURE in events or self._t >= self.config.episode_length)
         penalty = self.config.reward == "step_penalty"
         reward = float(success) - 1.0 if penalty else float(success)
-        info = {"is_success": success}
+        info = {"is_success": success, "intervention": intervening}
         if self.recorder is not None and sent is not None:
-            self.recorder.add(observed, sent, reward=reward, done=success)
+            self.recorder.add(observed, sent, reward=reward, done=success, intervention=intervening)
         if self.on_frame is not None:
             self.on_frame(observed, sent, {"episode": self._episode, "tick": self._t - 1, "reward": reward})
         if success or truncated:
@@ -279,9 +310,16 @@ class RobotEnv(gym.Env):
             person_s=self._pending["person_s"],
             home_s=self._pending["home_s"],
             late_ticks=self._late,
+            intervention_ticks=self._intervened,
+            waited_s=self._pending.get("waited_s", 0.0),
             safety=dict(Counter(self.safety.counts) - self._safety_before),
         )
         self.episode_log.append(record)
+        wins = sum(r.success for r in self.episode_log)
+        self.person.say(
+            f"episode {record.episode} ended: {record.ended_by} after {record.wall_s:.1f} s "
+            f"({wins}/{len(self.episode_log)} successes this session)"
+        )
         if self.on_episode is not None:
             self.on_episode(record)
         self._episode += 1
@@ -292,6 +330,8 @@ class RobotEnv(gym.Env):
         if self.recorder is not None:
             self.recorder.discard_episode()
             self.recorder.close()
+        if self.intervention is not None:
+            self.intervention.close()
         if self.robot.is_connected:
             self.robot.disconnect()
         close = getattr(self.person, "close", None)

@@ -11,6 +11,7 @@ Keys (also printed when a :class:`KeyboardPerson` starts)::
 
     s  success: the task is done (ends the episode)     f  failure: end the episode now
     e  e-stop: hold the arm (again: release)            q  stop after this episode
+    i  take the arm over with the teleoperator (again: hand it back to the policy)
     Enter  the scene is reset, start the next episode
 """
 
@@ -27,10 +28,11 @@ import tty
 from typing import Protocol, TextIO
 
 SUCCESS, FAILURE, ESTOP, QUIT, READY = "success", "failure", "estop", "quit", "ready"
-KEYS = {"s": SUCCESS, "f": FAILURE, "e": ESTOP, "q": QUIT, "\n": READY, "\r": READY}
+INTERVENE = "intervene"
+KEYS = {"s": SUCCESS, "f": FAILURE, "e": ESTOP, "q": QUIT, "i": INTERVENE, "\n": READY, "\r": READY}
 HELP = (
-    "keys: [s] success  [f] failure (end the episode)  [e] e-stop on/off  [q] stop after this episode  "
-    "[Enter] scene reset, start"
+    "keys: [s] success  [f] failure (end the episode)  [e] e-stop on/off  [i] take over / hand back (teleoperator)  "
+    "[q] stop after this episode  [Enter] scene reset, start"
 )
 
 
@@ -41,19 +43,38 @@ class Person(Protocol):
     def poll(self) -> set[str]:
         """The events (``SUCCESS``, ``FAILURE``, ``ESTOP``, ``QUIT``) since the last poll."""
 
+    def say(self, text: str) -> None:
+        """Tell the person something (an episode's end, the e-stop's state)."""
+
 
 class SimulatedPerson:
-    """Resets the simulated scene at once and reports success when the simulation says so."""
+    """Resets the simulated scene at once and reports success when the simulation says so.
 
-    def __init__(self, simulation, seed: int = 0) -> None:
+    ``intervene_every``: in every such episode (the last of each group of that many; 0: never) the
+    person takes the arm over after ``intervene_after`` ticks, by pressing the take-over key, and
+    keeps it to the end of the episode (the teleoperator finishes the task)."""
+
+    def __init__(self, simulation, seed: int = 0, *, intervene_every: int = 0, intervene_after: int = 20) -> None:
         self.simulation, self.seed = simulation, seed
+        self.intervene_every, self.intervene_after = intervene_every, intervene_after
+        self.said: list[str] = []  # what the env told the person
+        self._episode, self._polls = -1, 0
 
     def reset_scene(self, episode: int) -> float:
         self.simulation.reset_scene(self.seed + episode)
+        self._episode, self._polls = episode, -1  # the env polls once right after the reset
         return 0.0
 
     def poll(self) -> set[str]:
-        return {SUCCESS} if self.simulation.success() else set()
+        events = {SUCCESS} if self.simulation.success() else set()
+        self._polls += 1
+        n = self.intervene_every
+        if n and self._episode % n == n - 1 and self._polls == self.intervene_after:
+            events.add(INTERVENE)
+        return events
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
 
 
 class KeyboardPerson:

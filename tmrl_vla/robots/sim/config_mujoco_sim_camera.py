@@ -19,6 +19,11 @@ from lerobot.cameras.configs import CameraConfig
 class MujocoSimCameraConfig(CameraConfig):
     camera: str = "front"  # the scene camera to render ("front" or "wrist" in the pick scene)
     simulation: str = "so101_sim"  # the name of the running simulation (SimulatedSO101Config.name)
+    # A frame older than this is an error (TimeoutError). It replaces the limit of LeRobot's robots,
+    # which read with its 500 ms default: the renderer shares this machine's CPU with the policy,
+    # the learner and the physics, and on a loaded CPU (measured: 567 ms, 2 cores at load 5) a frame
+    # can be late by more than a real camera's would.
+    max_age_ms: int = 2000
 
     def __post_init__(self) -> None:
         self.fps = 25 if self.fps is None else self.fps

@@ -115,6 +115,8 @@ class MujocoSimCamera(Camera):
             return self._frame
 
     def read_latest(self, max_age_ms: int = 500) -> np.ndarray:
+        """The newest frame; older than the config's ``max_age_ms`` (which replaces the caller's) is an error."""
+        max_age_ms = self.config.max_age_ms
         self._check()
         with self._new_frame:
             if self._frame is None:
