@@ -212,7 +212,9 @@ def train(cfg: RobotFinetuneConfig) -> dict:
             return env
 
         start = time.perf_counter()
-        label = f"{robot_config.type} ({'simulated' if simulation is not None else robot_config.id})"
+        # LeRobot registers one config class as both so100_follower and so101_follower: name it as the user did
+        kind = "SO-100/SO-101 follower" if robot_config.type in SIMULATABLE else robot_config.type
+        label = f"{kind} ({'simulated' if simulation is not None else robot_config.id})"
         summary["rl"] = run_rl_on_robot(
             cfg.rl,
             policy=policy,

@@ -154,7 +154,7 @@ def run_rl_on_robot(
             resume=resume,
             log=log,
             save_at_episode_end=True,
-            should_stop=lambda: env.stop_requested,
+            should_stop=lambda: env.stop_requested and env.at_episode_start,  # quit ends the episode first
             updates_at_episode_end=True,
         )
         result = trainer.train()

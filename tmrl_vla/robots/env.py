@@ -138,7 +138,9 @@ class RobotEnv(gym.Env):
         self.recorder = None  # an EpisodeRecorder (attach_recorder): every tick recorded, episodes saved as they end
         self.intervention = None  # an Intervention (attach_intervention): a person's teleoperator, when active
         self._toggle = False  # the person pressed the take-over key since the intervention last asked
+        self._was_intervening = False
         self.stop_requested = False  # the person pressed quit: the trainer stops after this episode
+        self._t = 0
         self._episode = 0
         self._raw: dict = {}
         self._read()
@@ -156,6 +158,11 @@ class RobotEnv(gym.Env):
         is marked ``intervention`` in ``info`` and the recording. Wire a key toggle with
         ``toggle_requested=env.toggle_requested``."""
         self.intervention = intervention
+
+    @property
+    def at_episode_start(self) -> bool:
+        """No tick of the current episode has run (it was just reset): a stop here loses nothing."""
+        return self._t == 0
 
     def toggle_requested(self) -> bool:
         """True once per press of the take-over key (for ``TeleopIntervention(toggle_requested=...)``)."""
@@ -221,8 +228,11 @@ class RobotEnv(gym.Env):
         super().reset(seed=seed)
         if self.recorder is not None:
             self.recorder.discard_episode()  # an episode cut short is not data
+        if self._was_intervening:  # every episode starts with the policy in control
+            self._toggle, self._was_intervening = True, False
         home_s = self.go_home()
-        person_s = self.person.reset_scene(self._episode)
+        # a person who asked to stop is not asked to reset the scene for an episode that will not run
+        person_s = 0.0 if self.stop_requested else self.person.reset_scene(self._episode)
         self.person.poll()  # a label pressed before the episode started does not count
         self._read()
         self._t = 0
@@ -258,6 +268,9 @@ class RobotEnv(gym.Env):
             self._pending["waited_s"] = self._episode_start - self._ready_at
         observed = self._raw  # the reading this command follows
         intervening = self.intervention is not None and self.intervention.active()
+        if intervening != self._was_intervening:
+            self._was_intervening = intervening
+            self.person.say("the teleoperator has the arm" if intervening else "the policy has the arm again")
         if intervening:
             taken = self.intervention.action(observed)
             command = np.array([taken[name] for name in self.joint_names], dtype=np.float64)
@@ -316,8 +329,9 @@ class RobotEnv(gym.Env):
         )
         self.episode_log.append(record)
         wins = sum(r.success for r in self.episode_log)
+        taken = f", {record.intervention_ticks} ticks by the teleoperator" if record.intervention_ticks else ""
         self.person.say(
-            f"episode {record.episode} ended: {record.ended_by} after {record.wall_s:.1f} s "
+            f"episode {record.episode} ended: {record.ended_by} after {record.wall_s:.1f} s{taken} "
             f"({wins}/{len(self.episode_log)} successes this session)"
         )
         if self.on_episode is not None:

@@ -15,6 +15,8 @@ episode, while the person resets the scene.
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +25,19 @@ import numpy as np
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.utils.constants import ACTION, OBS_STR
 from lerobot.utils.feature_utils import build_dataset_frame
+from lerobot.utils.import_utils import get_safe_default_video_backend
+
+# SVT-AV1 (LeRobot's video encoder) prints its whole configuration to the terminal at every episode,
+# between the lines a person at the robot reads; errors only, unless the user asked for more.
+os.environ.setdefault("SVT_LOG", "1")
+
+
+@functools.cache
+def video_backend() -> str:
+    """LeRobot's video decoder, chosen once: asked every time, LeRobot probes torchcodec again and,
+    where it cannot load (no FFmpeg libraries), prints the same traceback at every episode."""
+    return get_safe_default_video_backend()
+
 
 # LeRobot's AV1 encoder kills the process (a floating point exception) on frames of 24 px or less;
 # 32 encodes (measured on 17, 24, 32, 48 and 64 px squares).
@@ -64,7 +79,7 @@ class EpisodeRecorder:
             k: ({**v, "dtype": kind} if v["dtype"] in ("video", "image") else v) for k, v in features.items()
         }
         if (self.root / "meta" / "info.json").exists():
-            self.dataset = LeRobotDataset.resume(repo_id, root=self.root)
+            self.dataset = LeRobotDataset.resume(repo_id, root=self.root, video_backend=video_backend())
             self._check_same_features()
             self._drop_unsaved_images()  # frames of an episode that was in flight when a run died
         else:
@@ -75,6 +90,7 @@ class EpisodeRecorder:
                 root=self.root,
                 robot_type=robot_type,
                 use_videos=use_videos,
+                video_backend=video_backend(),
             )
         self._open = True
 
@@ -99,7 +115,7 @@ class EpisodeRecorder:
 
     def _reopen(self) -> None:
         if not self._open:
-            self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
+            self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root, video_backend=video_backend())
             self._open = True
 
     def add(
