@@ -37,7 +37,10 @@ def so101(tmp_path, no_prompts):
     port = sim.start(seed=3)
     sim.write_calibration(tmp_path, "arm")
     camera = MujocoSimCameraConfig(simulation="test_sim", camera="front", width=64, height=64, fps=25)
-    config = SO101FollowerConfig(port=port, id="arm", calibration_dir=Path(tmp_path), cameras={"front": camera})
+    # more read retries than on hardware: the emulated bus is a thread of this test process
+    config = SO101FollowerConfig(
+        port=port, id="arm", calibration_dir=Path(tmp_path), cameras={"front": camera}, num_read_retries=10
+    )
     robot = make_robot_from_config(config)
     try:
         yield sim, robot
