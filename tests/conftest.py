@@ -274,11 +274,17 @@ def fake_hub(monkeypatch, tmp_path, hub_repos):
 @pytest.fixture(autouse=True)
 def patient_servo_bus(request, monkeypatch):
     """Tests of the robots package drive an emulated servo bus that answers from a thread of the
-    test process, on a machine that may run other jobs: LeRobot's driver gets a longer reply window
-    than a real bus needs (200 ms instead of the SDK's 34), so what they check is the protocol, not
-    the host's scheduling."""
+    test process, on a machine that may run other jobs: every FeetechMotorsBus made in them waits
+    200 ms longer for a reply than LeRobot's ~50 ms (as the simulated arm's does, through
+    ``widen_reply_window``), so what they check is the protocol, not the host's scheduling."""
     if "robots" not in request.node.path.parts:
         return
-    import scservo_sdk.port_handler
+    from lerobot.motors.feetech import feetech
 
-    monkeypatch.setattr(scservo_sdk.port_handler, "LATENCY_TIMER", 99)  # the SDK waits 2 x this + 2 ms
+    set_timeout = feetech.patch_setPacketTimeout  # what every FeetechMotorsBus installs on its port
+
+    def patient(port, packet_length):
+        set_timeout(port, packet_length)
+        port.packet_timeout += 200
+
+    monkeypatch.setattr(feetech, "patch_setPacketTimeout", patient)

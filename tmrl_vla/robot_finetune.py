@@ -52,7 +52,7 @@ from tmrl_vla.robots.intervention import TeleopIntervention
 from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
 from tmrl_vla.robots.recorder import EpisodeRecorder
 from tmrl_vla.robots.safety import safety_preset
-from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units
+from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units, widen_reply_window
 
 SIMULATABLE = ("so100_follower", "so101_follower")
 
@@ -185,7 +185,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
 
         def make_robot_env(policy_config) -> RobotEnv:
             env = RobotEnv(
-                connected(robot_config, retry=simulation is not None),
+                connected(robot_config, simulated=simulation is not None),
                 policy_config,
                 safety_preset(robot_config.type),
                 person or KeyboardPerson(),
@@ -236,20 +236,13 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     return summary
 
 
-def connected(robot_config: RobotConfig, *, retry: bool):
-    """The robot made by LeRobot's factory, connected without calibrating. ``retry``: one more try
-    after a bus timeout (the simulated arm's emulator is a thread of this process; on a loaded CPU
-    it can miss LeRobot's 50 ms reply window at connect)."""
+def connected(robot_config: RobotConfig, *, simulated: bool):
+    """The robot made by LeRobot's factory, connected without calibrating. On the simulated arm its
+    bus waits longer for replies (:func:`~tmrl_vla.robots.sim.so101.widen_reply_window`)."""
     robot = make_robot_from_config(robot_config)
-    try:
-        robot.connect(calibrate=False)
-    except ConnectionError:
-        if not retry:
-            raise
-        if robot.is_connected:
-            robot.disconnect()
-        robot = make_robot_from_config(robot_config)
-        robot.connect(calibrate=False)
+    if simulated:
+        widen_reply_window(robot.bus)
+    robot.connect(calibrate=False)
     return robot
 
 

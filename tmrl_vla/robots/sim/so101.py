@@ -245,6 +245,24 @@ def scene_units() -> tuple[tuple[float, ...], tuple[float, ...]]:
     return scale, (0.0,) * len(JOINT_NAMES)
 
 
+def widen_reply_window(bus, extra_ms: float = 200.0) -> None:
+    """Give LeRobot's ``FeetechMotorsBus`` ``extra_ms`` more to wait for each reply, on this bus only.
+
+    Why: the emulated servos answer from a thread of this process. A real bus replies within
+    microseconds, and LeRobot waits ~50 ms; on a loaded CPU the emulator thread is sometimes not
+    scheduled within that (about 1 read in 5000 at load 5 on 2 cores), and a missed ping at connect
+    fails the connect outright (LeRobot pings once). Waiting longer changes nothing when the reply
+    is prompt."""
+    port = bus.port_handler
+    set_timeout = port.setPacketTimeout
+
+    def patient(packet_length):
+        set_timeout(packet_length)
+        port.packet_timeout += extra_ms
+
+    port.setPacketTimeout = patient
+
+
 def running_simulation(name: str) -> SimulatedSO101:
     """The simulation started in this process under ``name`` (what the cameras render)."""
     with _RUNNING_LOCK:
