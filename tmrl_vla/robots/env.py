@@ -14,15 +14,17 @@ controlled arm stays where it is); if that takes longer than a tick, the reading
 the next command, so the safety layer never judges a command against a stale position.
 :class:`~tmrl_vla.robots.control.ControlLoop` is the deployment loop with inference beside the
 arm; this env keeps the trainer's step-by-step view and measures what the pause costs
-(``late_ticks``: ticks that started more than a tick late).
+(``late_ticks``: ticks that started more than ``LATE_AFTER_S`` after their deadline).
 
 Rewards (``reward="step_penalty"``, the robot default): -1 per tick, 0 on the success tick, which
 ends the episode as terminal; a time-out or a person's "failure" ends it as truncated, so its value
 bootstraps. ``reward="sparse"`` gives 1 on success and 0 otherwise (the simulated task's).
 
 Between episodes :meth:`RobotEnv.reset` drives the arm to ``home`` through the safety layer, then
-waits for the person to reset the scene; each episode's wall time, the person's time, late ticks
-and safety interventions are in :attr:`RobotEnv.episode_log` (and ``info`` at its end).
+waits for the person to reset the scene; each episode's wall time, the person's time, late ticks,
+take-over ticks and safety interventions are in :attr:`RobotEnv.episode_log` (and ``info`` at its
+end). A person can take the arm over (:meth:`RobotEnv.attach_intervention`), and every tick can be
+recorded as a LeRobot dataset (:meth:`RobotEnv.attach_recorder`).
 """
 
 from __future__ import annotations
