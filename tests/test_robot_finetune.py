@@ -101,8 +101,9 @@ def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(ti
     assert np.isfinite(frame["observation.state"].numpy()).all() and frame["next.reward"].item() in (-1.0, 0.0)
     episodes = [json.loads(line) for line in (out / "dsrl" / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) >= summary["rl"]["episodes"] and all(e["ticks"] <= 10 for e in episodes)
-    # the person took over in an odd-numbered episode after the resume, from its 3rd tick on (the
+    # the person took over in the odd-numbered episode after the resume, from its 3rd tick on (the
     # take-over key is read at the end of tick 2): those ticks are marked, in the log and the data
+    assert [e["episode"] for e in episodes[-2:]] == [episodes_then, episodes_then + 1]  # numbered on after the resume
     taken = [e for e in episodes if e["intervention_ticks"]]
     assert taken and all(e["episode"] % 2 == 1 and e["intervention_ticks"] == e["ticks"] - 2 for e in taken)
     marked = int(sum(bool(dataset[i]["intervention"]) for i in range(len(dataset))))

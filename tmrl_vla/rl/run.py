@@ -157,6 +157,7 @@ def run_rl_on_robot(
             should_stop=lambda: env.stop_requested and env.at_episode_start,  # quit ends the episode first
             updates_at_episode_end=True,
         )
+        env.continue_from(trainer.episodes)  # a resumed run numbers its episodes on
         result = trainer.train()
     finally:
         env.close()

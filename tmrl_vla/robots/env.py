@@ -161,6 +161,11 @@ class RobotEnv(gym.Env):
         ``toggle_requested=env.toggle_requested``."""
         self.intervention = intervention
 
+    def continue_from(self, episodes: int) -> None:
+        """Number the next episode ``episodes`` (a resumed run goes on counting: its log, and the
+        scenes a simulated person sets, follow on from the run before)."""
+        self._episode = int(episodes)
+
     @property
     def at_episode_start(self) -> bool:
         """No tick of the current episode has run (it was just reset): a stop here loses nothing."""
