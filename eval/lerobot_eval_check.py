@@ -66,16 +66,10 @@ def own_eval(policy: str, args) -> dict:
     start = time.perf_counter()
     kind = json.loads((Path(policy) / "config.json").read_text())["type"]
     if kind == "tmrl":
-        from lerobot.policies.factory import make_pre_post_processors
-
-        from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
-        from tmrl_vla.rl.evaluation import Steering
+        from tmrl_vla.rl.evaluation import agent_steering
         from tmrl_vla.rl.evaluation import evaluate as evaluate_agent
 
-        agent = TMRLAgentPolicy.from_pretrained(policy)
-        pre, post = make_pre_post_processors(agent.config, pretrained_path=policy)
-        c = agent.config
-        steering = Steering(agent.csp, agent.actor, pre, post, c.agent, c.observation, agent.encoder)
+        steering, _ = agent_steering(policy)
         rate = evaluate_agent(make_env, steering, episodes=args.episodes, num_envs=args.batch_size)
         successes = round(rate * args.episodes)
     else:

@@ -30,15 +30,9 @@ def chunk_runner(policy: str):
     """(run(make_env, episodes, num_envs) -> successes, policy config) for a LeRobot policy or a tmrl agent."""
     kind = json.loads((Path(policy) / "config.json").read_text())["type"]
     if kind == "tmrl":
-        from lerobot.policies.factory import make_pre_post_processors
+        from tmrl_vla.rl.evaluation import agent_steering, evaluate
 
-        from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
-        from tmrl_vla.rl.evaluation import Steering, evaluate
-
-        agent = TMRLAgentPolicy.from_pretrained(policy)
-        pre, post = make_pre_post_processors(agent.config, pretrained_path=policy)
-        c = agent.config
-        steering = Steering(agent.csp, agent.actor, pre, post, c.agent, c.observation, agent.encoder)
+        steering, agent = agent_steering(policy)
 
         def run(make_env, episodes, num_envs):
             return round(evaluate(make_env, steering, episodes=episodes, num_envs=num_envs) * episodes)

@@ -42,9 +42,9 @@ from lerobot.utils.import_utils import register_third_party_plugins
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
 from tmrl_vla.config_tools import parse_config
-from tmrl_vla.finetune import CSPSource, PolicySource
+from tmrl_vla.finetune import CSPSource, PolicySource, default_rl
 from tmrl_vla.rl.checkpoint import refuse_existing_run
-from tmrl_vla.rl.config import AgentConfig, ObservationConfig, SACConfig, TMRLConfig
+from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.run import run_rl_on_robot
 from tmrl_vla.robots.config_scripted_expert import ScriptedExpertTeleopConfig
 from tmrl_vla.robots.env import RobotEnv, RobotEnvConfig
@@ -58,27 +58,16 @@ SIMULATABLE = ("so100_follower", "so101_follower")
 
 
 def robot_rl() -> TMRLConfig:
-    """RL settings for a robot: one env, no separate evaluation episodes, a short warm-up (every
-    episode costs a person's time), checkpoints at every episode end (``run_rl_on_robot``); the
-    agent is the pick task's (``tmrl_vla.finetune.default_rl``) otherwise."""
-    return TMRLConfig(
-        agent=AgentConfig(heads=("z", "y")),
-        observation=ObservationConfig(image_grid=2),
-        sac=SACConfig(
-            utd=2,
-            batch_size=128,
-            temperature_lr=1e-3,
-            updates_per_decision=8,
-            warmup_decisions=40,
-            n_step=3,
-            exploration="episode",
-            success_buffer=True,
-        ),
+    """RL settings for a robot: the pick task's agent (``tmrl_vla.finetune.default_rl``) with one
+    env, no separate evaluation episodes (``run_rl_on_robot`` checkpoints at every episode end
+    instead), the success buffer on, and a success window of 20 episodes."""
+    preset = default_rl()
+    return dataclasses.replace(
+        preset,
+        sac=dataclasses.replace(preset.sac, success_buffer=True),
         num_envs=1,
         total_decisions=400,
-        eval_every=100,
         eval_episodes=0,
-        save_every=50,
         success_window=20,
     )
 

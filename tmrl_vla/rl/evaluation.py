@@ -39,6 +39,19 @@ class Steering:
     encoder: ObservationEncoder | None = None  # the separate observation encoder, if the agent uses one
 
 
+def agent_steering(path: str) -> tuple[Steering, Any]:
+    """A saved agent (a ``tmrl`` LeRobot policy directory or Hub repo) as the :class:`Steering` the
+    evaluation plays, with its processors; returns it and the loaded ``TMRLAgentPolicy``."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
+
+    agent = TMRLAgentPolicy.from_pretrained(path)
+    pre, post = make_pre_post_processors(agent.config, pretrained_path=path)
+    c = agent.config
+    return Steering(agent.csp, agent.actor, pre, post, c.agent, c.observation, agent.encoder), agent
+
+
 def make_collector(
     envs: BatchedEnv, steering: Steering, *, seed: int = 0, exploration: str = "decision", seeding: str = "stream"
 ) -> DecisionCollector:

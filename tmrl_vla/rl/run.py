@@ -39,6 +39,14 @@ def load_frozen_policy(policy: str, adapter: str | None = None, *, device: str =
     return csp.merge_adapter(), pre, post
 
 
+def frozen_policy_for(config: TMRLConfig, policy: str, adapter: str | None):
+    """The frozen policy ``config``'s agent steers: with the CSP adapter for TMRL (required), the
+    plain policy for DSRL (``adapter`` ignored)."""
+    if config.agent.kind == "tmrl" and adapter is None:
+        raise ValueError("TMRL needs a CSP adapter for this policy: pass --csp.path (or use --agent=dsrl)")
+    return load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
+
+
 def run_rl(
     config: TMRLConfig,
     *,
@@ -60,9 +68,7 @@ def run_rl(
     ``run_dir`` that already holds a run is refused. Returns the run's summary (rank 0; the other
     processes get the trainer's counts).
     """
-    if config.agent.kind == "tmrl" and adapter is None:
-        raise ValueError("TMRL needs a CSP adapter for this policy: pass --csp.path (or use --agent=dsrl)")
-    csp, pre, post = load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
+    csp, pre, post = frozen_policy_for(config, policy, adapter)
     make_env = env.factory()
     probe = make_env()  # fails early on an unknown option or shift, and checks the cameras
     check_image_resolution(csp.base_policy.config, probe.observation_space)
@@ -120,9 +126,7 @@ def run_rl_on_robot(
             "a robot is one env with no separate evaluation episodes: set --rl.num_envs=1 --rl.eval_episodes=0 "
             f"(got {config.num_envs} and {config.eval_episodes})"
         )
-    if config.agent.kind == "tmrl" and adapter is None:
-        raise ValueError("TMRL needs a CSP adapter for this policy: pass --csp.path (or use --agent=dsrl)")
-    csp, pre, post = load_frozen_policy(policy, adapter if config.agent.kind == "tmrl" else None)
+    csp, pre, post = frozen_policy_for(config, policy, adapter)
     env = make_robot_env(csp.base_policy.config)
     episodes_file = Path(run_dir) / "episodes.jsonl"
     earlier = env.on_episode

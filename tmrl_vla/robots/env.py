@@ -103,13 +103,10 @@ class RobotEnv(gym.Env):
         *,
         rename_map: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_frame: Callable[[dict, np.ndarray, dict], None] | None = None,
     ) -> None:
-        """``robot``: a LeRobot ``Robot`` (connected here if it is not). ``on_frame(observation,
-        sent_action, info)``: called every tick with the raw reading the command followed and the
-        command sent (robot units)."""
+        """``robot``: a LeRobot ``Robot`` (connected here if it is not)."""
         self.config = config or RobotEnvConfig()
-        self.robot, self.person, self.clock, self.on_frame = robot, person, clock, on_frame
+        self.robot, self.person, self.clock = robot, person, clock
         self.rename_map = dict(rename_map or {})
         if not robot.is_connected:
             robot.connect(calibrate=False)
@@ -308,8 +305,6 @@ class RobotEnv(gym.Env):
         info = {"is_success": success, "intervention": intervening}
         if self.recorder is not None and sent is not None:
             self.recorder.add(observed, sent, reward=reward, done=success, intervention=intervening)
-        if self.on_frame is not None:
-            self.on_frame(observed, sent, {"episode": self._episode, "tick": self._t - 1, "reward": reward})
         if success or truncated:
             if self.recorder is not None:
                 self.recorder.save_episode()

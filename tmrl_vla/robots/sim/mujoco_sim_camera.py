@@ -16,7 +16,7 @@ import numpy as np
 from lerobot.cameras.camera import Camera
 
 from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
-from tmrl_vla.robots.sim.so101 import running_simulation
+from tmrl_vla.robots.sim.so101 import running_simulation, running_simulations
 
 
 class MujocoSimCamera(Camera):
@@ -41,13 +41,9 @@ class MujocoSimCamera(Camera):
 
     @staticmethod
     def find_cameras() -> list[dict[str, Any]]:
-        from tmrl_vla.robots.sim import so101
-
-        with so101._RUNNING_LOCK:
-            sims = dict(so101._RUNNING)
         return [
             {"type": "mujoco_sim", "simulation": name, "camera": cam}
-            for name, sim in sims.items()
+            for name, sim in running_simulations().items()
             for cam in sim.config.cameras
         ]
 

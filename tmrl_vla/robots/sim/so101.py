@@ -92,9 +92,7 @@ class SimulatedSO101:
             self.bus.write_register(entry["id"], "Min_Position_Limit", entry["range_min"])
             self.bus.write_register(entry["id"], "Max_Position_Limit", entry["range_max"])
             self.bus.write_register(entry["id"], "Homing_Offset", entry["homing_offset"])
-        self._publish_positions()
-        for motor_id in MOTOR_IDS.values():  # a powered-up servo's goal is where it stands
-            self.bus.write_register(motor_id, "Goal_Position", self.bus.read_register(motor_id, "Present_Position"))
+        self._publish_positions()  # (the emulated servo takes its goal from here when its torque goes on)
         self._thread = threading.Thread(target=self._run, name=f"{self.config.name}-physics", daemon=True)
         self._thread.start()
         return port
@@ -261,6 +259,12 @@ def widen_reply_window(bus, extra_ms: float = 200.0) -> None:
         port.packet_timeout += extra_ms
 
     port.setPacketTimeout = patient
+
+
+def running_simulations() -> dict[str, SimulatedSO101]:
+    """Every simulation started in this process, by name."""
+    with _RUNNING_LOCK:
+        return dict(_RUNNING)
 
 
 def running_simulation(name: str) -> SimulatedSO101:
