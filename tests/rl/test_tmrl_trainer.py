@@ -262,10 +262,11 @@ def test_agent_saves_and_loads_with_its_card(tiny_base_policy, tiny_adapter, tmp
         TMRLAgent.from_pretrained(directory, csp=other)
 
 
-@pytest.fixture
-def even_seeds_succeed(monkeypatch):
-    """Episodes with even seeds succeed on their 4th step, the others time out."""
+def patch_even_seed_episodes(monkeypatch, *, driven_by_a_person: bool = False):
+    """Episodes with even seeds succeed on their 4th step, the others time out; with
+    ``driven_by_a_person``, every step of the even-seed episodes is a person's (info["intervention"])."""
     real_reset, real_step = PickCubeEnv.reset, PickCubeEnv.step
+    marks = {"intervention": True} if driven_by_a_person else {}
 
     def reset(self, *, seed=None, options=None):
         self.test_seed = seed
@@ -273,12 +274,20 @@ def even_seeds_succeed(monkeypatch):
 
     def step(self, action):
         obs, r, term, trunc, info = real_step(self, action)
-        if self._t >= 4 and self.test_seed % 2 == 0:
-            return obs, 1.0, True, False, {"is_success": True}
+        if self.test_seed % 2 == 0:
+            if self._t >= 4:
+                return obs, 1.0, True, False, {"is_success": True, **marks}
+            info = {**info, **marks}
         return obs, r, term, trunc, info
 
     monkeypatch.setattr(PickCubeEnv, "reset", reset)
     monkeypatch.setattr(PickCubeEnv, "step", step)
+
+
+@pytest.fixture
+def even_seeds_succeed(monkeypatch):
+    """Episodes with even seeds succeed on their 4th step, the others time out."""
+    patch_even_seed_episodes(monkeypatch)
 
 
 def test_success_buffer_keeps_whole_successful_episodes(tiny_base_policy, tmp_path, even_seeds_succeed):
@@ -387,22 +396,7 @@ def test_should_stop_ends_the_run_early_with_a_checkpoint(tiny_base_policy, tmp_
 
 def test_decisions_a_person_drove_are_not_the_agents(tiny_base_policy, tmp_path, monkeypatch):
     """Episodes with even seeds: a person takes over from the first step and succeeds on the 4th."""
-    real_reset, real_step = PickCubeEnv.reset, PickCubeEnv.step
-
-    def reset(self, *, seed=None, options=None):
-        self.test_seed = seed
-        return real_reset(self, seed=seed, options=options)
-
-    def step(self, action):
-        obs, r, term, trunc, info = real_step(self, action)
-        if self.test_seed % 2 == 0:
-            info = {**info, "intervention": True}
-            if self._t >= 4:
-                return obs, 1.0, True, False, {"is_success": True, "intervention": True}
-        return obs, r, term, trunc, info
-
-    monkeypatch.setattr(PickCubeEnv, "reset", reset)
-    monkeypatch.setattr(PickCubeEnv, "step", step)
+    patch_even_seed_episodes(monkeypatch, driven_by_a_person=True)
     t = trainer(tiny_base_policy, tmp_path, total_decisions=4, eval_every=100, success_buffer=True, n_step=1)
     driven = []
     real_collect_step = t.collector.step
