@@ -150,13 +150,14 @@ def evaluate(
                     obs = {
                         k: (np.roll(v, 1, axis=0) if k.startswith("observation.images.") else v) for k, v in obs.items()
                     }
-                chunk = policy(obs, envs.task)
-                for k in range(min(n_exec, chunk.shape[1])):
+                chunk = envs.start_chunk(policy(obs, envs.task), n_exec)
+                for k in range(chunk.shape[1]):
                     active = ~envs.done
                     obs, _, _ = envs.step(chunk[:, k])
                     t += active
                     if envs.done.all():
                         break
+                envs.end_chunk()
             keep = min(num_envs, num_episodes - start)
             successes += envs.success[:keep].tolist()
             steps += t[:keep].tolist()

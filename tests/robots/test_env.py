@@ -199,3 +199,84 @@ def test_bad_configs_are_refused():
         RobotEnvConfig(reward="dense")
     with pytest.raises(ValueError, match="together"):
         RobotEnvConfig(joint_scale=(1.0,))
+
+
+def test_the_arm_keeps_moving_on_the_plan_while_the_caller_decides(policy_config):
+    robot = FakeRobot()
+    env = make_env(policy_config, robot=robot, fps=50.0, episode_length=100)
+    env.reset(seed=0)
+    env.step(np.zeros(6, np.float32))
+    plan = np.arange(1.0, 11.0)[:, None].repeat(6, axis=1)  # 10 ticks of the chunk's rest: 1, 2, ...
+    env.plan(plan)
+    time.sleep(0.05)  # deciding for 2.5 ticks
+    bridged = env.stop_bridging()
+    assert 1 <= bridged <= 4 and [a["elbow_flex.pos"] for a in robot.sent[-bridged:]] == list(plan[:bridged, 0])
+    _, reward, *_ = env.step(np.full(6, 20.0, np.float32))
+    assert reward == -1.0 - bridged  # the bridged ticks' rewards come with the next step
+    assert robot.sent[-1]["elbow_flex.pos"] == 20.0 and env._late == 0  # no tick waited for the caller
+    env.plan(plan[:3])
+    time.sleep(0.15)  # longer than the plan: it runs out, then the arm holds
+    assert env.stop_bridging() == 3 and robot.sent[-1]["elbow_flex.pos"] == 3.0
+    with pytest.raises(ValueError, match="an action has 6 values"):
+        env.step(np.zeros(5, np.float32))
+
+
+def test_an_episode_can_end_on_a_bridged_tick_and_plans_stop_at_episode_ends(policy_config):
+    robot = FakeRobot()
+    env = make_env(policy_config, ScriptedPerson({2: {SUCCESS}}), robot=robot, fps=50.0, episode_length=100)
+    env.reset(seed=0)
+    env.plan(np.ones((5, 6)))  # before the first action there is nothing to continue
+    assert env._bridge is None
+    env.step(np.zeros(6, np.float32))
+    env.plan(np.full((5, 6), 7.0))
+    time.sleep(0.08)
+    sent = len(robot.sent)
+    _, reward, terminated, truncated, info = env.step(np.full(6, 9.0, np.float32))
+    assert (reward, terminated, truncated) == (0.0, True, False) and info["episode"].ticks == 2
+    assert info["episode"].bridged_ticks == 1 and len(robot.sent) == sent  # the success came on the bridged tick
+    assert robot.sent[-1]["elbow_flex.pos"] == 7.0  # and the caller's action was not sent
+    env.plan(np.ones((5, 6)))
+    assert env._bridge is None  # the episode is over
+    env.reset(seed=1)
+    env.step(np.zeros(6, np.float32))
+
+
+def test_a_robot_failing_while_bridging_is_raised_at_the_next_step_and_the_arm_still_released(policy_config):
+    robot = FakeRobot()
+    env = make_env(policy_config, robot=robot, fps=50.0, episode_length=100)
+    env.reset(seed=0)
+    env.step(np.zeros(6, np.float32))
+
+    def unplugged(action):
+        raise ConnectionError("the bus stopped answering")
+
+    robot.send_action = unplugged
+    env.plan(np.ones((5, 6)))
+    time.sleep(0.05)
+    with pytest.raises(RuntimeError, match="while the arm was bridging") as raised:
+        env.step(np.zeros(6, np.float32))
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    env.plan(np.ones((5, 6)))
+    time.sleep(0.05)
+    with pytest.raises(RuntimeError, match="while the arm was bridging"):
+        env.close()  # the failure is not swallowed, and the arm is left safe all the same
+    assert not robot.is_connected
+
+
+def test_a_batch_starts_each_chunk_after_the_ticks_its_robot_bridged(policy_config):
+    from tmrl_vla.envs.batched import BatchedEnv
+
+    robot = FakeRobot()
+    envs = BatchedEnv(lambda: make_env(policy_config, robot=robot, fps=50.0, episode_length=100), 1)
+    envs.reset([0])
+    chunk = np.arange(10.0)[None, :, None].repeat(6, axis=2)  # (1 env, 10 actions, 6 joints)
+    now = envs.start_chunk(chunk, 5)
+    assert now[0, :, 0].tolist() == [0, 1, 2, 3, 4]  # nothing bridged before the first chunk
+    for k in range(5):
+        envs.step(now[:, k])
+    envs.end_chunk()
+    time.sleep(0.15)  # the rest (5, ..., 9) runs out while the next chunk is decided
+    assert robot.sent[-1]["elbow_flex.pos"] == 9.0
+    now = envs.start_chunk(chunk + 100.0, 5)
+    assert now[0, :, 0].tolist() == [105, 106, 107, 108, 109]  # its first five ticks have passed
+    envs.close()

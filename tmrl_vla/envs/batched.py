@@ -5,6 +5,11 @@ Gymnasium's vector envs auto-reset finished envs, which hides the final observat
 :meth:`BatchedEnv.reset`; its slot keeps returning its last observation and its actions are
 ignored. The envs run in this process: on a 2-core machine the policy already uses the cores, and
 subprocess workers measured no faster for 64x64 rendering.
+
+Chunks go through :meth:`BatchedEnv.start_chunk` and :meth:`BatchedEnv.end_chunk`, so that a robot
+env (:class:`~tmrl_vla.robots.env.RobotEnv`) keeps its arm moving on the rest of the chunk while the
+caller decides the next one, and the next chunk starts at its first action whose tick has not
+passed. A simulated env waits for the caller (its world stops), so for it they change nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class BatchedEnv:
         # whether a person drove env i's robot (info["intervention"]) since the caller last cleared it
         self.intervened = np.zeros(num_envs, dtype=bool)
         self._last: list[dict] = [{} for _ in range(num_envs)]
+        self._rest: list[np.ndarray] | None = None  # each env's chunk after the actions stepped now
 
     @property
     def num_envs(self) -> int:
@@ -68,6 +74,24 @@ class BatchedEnv:
             self.intervened[i] |= bool(info.get("intervention", False))
             self.done[i] = terminated or truncated
         return self._stack(), rewards, self.done.copy()
+
+    def start_chunk(self, chunk: np.ndarray, n_exec: int) -> np.ndarray:
+        """The actions to step now, ``(num_envs, min(n_exec, chunk_len), action_dim)``, from each env's
+        chunk ``(num_envs, chunk_len, action_dim)``: a robot that bridged the decision with the last
+        chunk's rest (ticks that passed while the chunk was computed) starts that many actions in."""
+        chunk = np.asarray(chunk)
+        n = min(n_exec, chunk.shape[1])
+        bridged = [env.stop_bridging() if hasattr(env, "stop_bridging") else 0 for env in self.envs]
+        starts = np.minimum(bridged, chunk.shape[1] - n)
+        self._rest = [chunk[i, s + n :] for i, s in enumerate(starts)]
+        return np.stack([chunk[i, s : s + n] for i, s in enumerate(starts)])
+
+    def end_chunk(self) -> None:
+        """Hand each robot still in its episode the rest of its chunk, to send while the caller decides."""
+        for i, env in enumerate(self.envs):
+            if self._rest is not None and not self.done[i] and hasattr(env, "plan"):
+                env.plan(self._rest[i])
+        self._rest = None
 
     def _stack(self) -> dict[str, np.ndarray]:
         return {k: np.stack([o[k] for o in self._last]) for k in self._last[0]}

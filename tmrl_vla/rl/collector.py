@@ -210,13 +210,15 @@ class DecisionCollector:
         chunk = self.postprocessor(chunk).cpu().numpy()  # (rows, chunk, A) in joint units
         actions = np.zeros((n, *chunk.shape[1:]), dtype=chunk.dtype)  # retired envs: not stepped
         actions[rows] = chunk
+        actions = self.envs.start_chunk(actions, self.n_exec)
         active = ~self.retired
         reward = np.zeros(n, dtype=np.float32)
-        for k in range(min(self.n_exec, chunk.shape[1])):
+        for k in range(actions.shape[1]):
             obs, r, _ = self.envs.step(actions[:, k], active=active)
             reward += r
             if self.envs.done[rows].all():
                 break
+        self.envs.end_chunk()  # a robot runs the chunk's rest while the next decision is made
         return obs, reward
 
     def _start_next_episodes(self, finished: np.ndarray, obs: dict[str, np.ndarray]) -> None:

@@ -9,12 +9,18 @@ it drives the simulated task. One ``step`` is one control tick at ``fps``:
 2. the env waits for the next tick and reads the robot (joints and cameras);
 3. the person's keys (or a simulated person) say whether the episode succeeded or failed.
 
-Between chunks the VLA and the agent decide while the arm holds its last command (a position-
-controlled arm stays where it is); if that takes longer than a tick, the reading is renewed before
-the next command, so the safety layer never judges a command against a stale position.
-:class:`~tmrl_vla.robots.control.ControlLoop` is the deployment loop with inference beside the
-arm; this env keeps the trainer's step-by-step view and measures what the pause costs
-(``late_ticks``: ticks that started more than ``LATE_AFTER_S`` after their deadline).
+Between chunks the VLA and the agent decide. So that the arm does not stop meanwhile, the caller
+hands the env the rest of the chunk (:meth:`RobotEnv.plan`): a bridge thread sends it, one action
+per tick, on every tick the caller has not claimed, until the caller's next ``step``
+(:meth:`RobotEnv.stop_bridging` first says how many ticks it took, so the caller can skip the
+actions of its new chunk whose time has passed, as LeRobot's asynchronous inference does). Ticks
+run from the plan are real ticks: they are recorded, their rewards and the person's keys come with
+the next ``step``, and an episode can end on one (the next ``step`` then only reports that end).
+Without a plan the arm holds its last command (a position-controlled arm stays where it is); if the
+caller takes longer than a tick, the reading is renewed before the next command, so the safety
+layer never judges a command against a stale position. ``late_ticks`` counts ticks that started
+more than ``LATE_AFTER_S`` after their deadline. :class:`~tmrl_vla.robots.control.ControlLoop` is
+the deployment loop, with inference in a worker beside the arm.
 
 Rewards (``reward="step_penalty"``, the robot default): -1 per tick, 0 on the success tick, which
 ends the episode as terminal; a time-out or a person's "failure" ends it as truncated, so its value
@@ -29,6 +35,7 @@ recorded as a LeRobot dataset (:meth:`RobotEnv.attach_recorder`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +50,7 @@ from tmrl_vla.robots.people import ESTOP, FAILURE, INTERVENE, QUIT, SUCCESS, Per
 from tmrl_vla.robots.safety import SafetyConfig, SafetyLayer
 
 LATE_AFTER_S = 0.005  # a tick that starts this long after its deadline counts as late
+BRIDGE_GRACE_S = 0.002  # the bridge takes a tick the caller has not claimed this long after it is due
 
 
 class RobotNotCalibratedError(RuntimeError):
@@ -87,6 +95,7 @@ class EpisodeRecord:
     waited_s: float  # the arm ready at home, waiting for the first action (the learner updating)
     late_ticks: int  # ticks that started more than LATE_AFTER_S late (the policy was deciding)
     intervention_ticks: int  # ticks a person drove the arm through the teleoperator
+    bridged_ticks: int  # ticks sent from a plan while the policy decided (see RobotEnv.plan)
     safety: dict  # the safety layer's interventions during the episode, by reason
 
 
@@ -139,6 +148,14 @@ class RobotEnv(gym.Env):
         self._toggle = False  # the person pressed the take-over key since the intervention last asked
         self._was_intervening = False
         self.stop_requested = False  # the person pressed quit: the trainer stops after this episode
+        self._bridge: threading.Thread | None = None
+        self._claim = threading.Event()  # set by the caller to take the ticks back from the bridge
+        self._bridge_error: BaseException | None = None
+        self._bridged = 0  # ticks the bridge ran since the caller's last step
+        self._pending_reward = 0.0  # their rewards, for the next step
+        self._ended: str | None = None  # how the episode ended on a bridged tick, for the next step
+        self._episode_over = False  # the episode ended (reported to the caller): reset before stepping on
+        self._intervened_since_step = False
         self._t = 0
         self._episode = 0
         self._raw: dict = {}
@@ -230,6 +247,8 @@ class RobotEnv(gym.Env):
     # ------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
+        self.stop_bridging()
+        self._pending_reward, self._ended, self._bridged, self._episode_over = 0.0, None, 0, False
         if self.recorder is not None:
             self.recorder.discard_episode()  # an episode cut short is not data
         if self._was_intervening:  # every episode starts with the policy in control
@@ -242,6 +261,7 @@ class RobotEnv(gym.Env):
         self._t = 0
         self._late = 0
         self._intervened = 0
+        self._bridged_total = 0
         self._safety_before = Counter(self.safety.counts)
         self._ready_at = self.clock()  # the episode's clock starts at its first action (see step)
         self._pending = {"person_s": person_s, "home_s": home_s}
@@ -263,13 +283,76 @@ class RobotEnv(gym.Env):
                 )
             self._tick(self._home)
 
+    def plan(self, actions: np.ndarray) -> None:
+        """The actions that follow the one just stepped (policy units, one row per tick: the rest of
+        the chunk). Each tick the caller has not claimed by ``BRIDGE_GRACE_S`` after it is due is
+        sent from this plan, by a bridge thread, until the caller's next ``step`` or
+        :meth:`stop_bridging`; then the arm holds. Nothing happens after a reset (the arm waits at
+        home for the first action) or once the episode has ended."""
+        if self._bridge is not None:
+            raise RuntimeError("a plan is already running: step (or stop_bridging) before planning again")
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, len(self.joint_names))
+        if self._t == 0 or self._ended is not None or self._episode_over or len(actions) == 0:
+            return
+        self._claim.clear()
+        self._bridge = threading.Thread(target=self._run_bridge, args=(actions,), name="robot-bridge", daemon=True)
+        self._bridge.start()
+
+    def stop_bridging(self) -> int:
+        """Take the ticks back from the bridge (it finishes the tick it is in, so the next command
+        goes out on time); returns how many ticks it ran since the last step: the caller's new
+        chunk was decided before them, so its first that many actions are already past."""
+        if self._bridge is not None:
+            self._claim.set()
+            self._bridge.join()
+            self._bridge = None
+            if self._bridge_error is not None:
+                error, self._bridge_error = self._bridge_error, None
+                raise RuntimeError("the robot failed while the arm was bridging a decision") from error
+        return self._bridged
+
+    def _run_bridge(self, actions: np.ndarray) -> None:
+        try:
+            for action in actions:
+                if self._claim.wait(max(0.0, self._next_tick + BRIDGE_GRACE_S - self.clock())):
+                    return
+                self._bridged += 1
+                self._bridged_total += 1
+                reward, self._ended = self._control_tick(self.to_robot(action))
+                self._pending_reward += reward
+                if self._ended is not None:
+                    return
+        except BaseException as error:  # re-raised in the caller's thread by stop_bridging
+            self._bridge_error = error
+
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (len(self.joint_names),):
             raise ValueError(f"an action has {len(self.joint_names)} values ({self.joint_names}), got {action.shape}")
+        self.stop_bridging()
         if self._t == 0:  # the learner may have updated since the reset: the arm waited at home
             self._episode_start = self._next_tick = self.clock()
             self._pending["waited_s"] = self._episode_start - self._ready_at
+        reward, ended = self._pending_reward, self._ended
+        intervened = self._intervened_since_step
+        self._pending_reward, self._ended, self._bridged, self._intervened_since_step = 0.0, None, 0, False
+        if ended is None:  # an episode that ended on a bridged tick runs no more ticks
+            tick_reward, ended = self._control_tick(self.to_robot(action))
+            reward += tick_reward
+            intervened |= self._intervened_since_step
+            self._intervened_since_step = False
+        info = {"is_success": ended == SUCCESS, "intervention": intervened}
+        if ended is not None:
+            self._episode_over = True
+            if self.recorder is not None:
+                self.recorder.save_episode()
+            info["episode"] = self._close_episode(ended == SUCCESS, ended)
+        return self._observation(), reward, ended == SUCCESS, ended in (FAILURE, "time_out"), info
+
+    def _control_tick(self, command: np.ndarray) -> tuple[float, str | None]:
+        """One tick: the command (or the teleoperator's, while it has the arm) goes out through the
+        safety layer, the robot is read and the person heard. Returns the tick's reward and how it
+        ended the episode (``"success"``, ``"failure"``, ``"time_out"``) or None."""
         observed = self._raw  # the reading this command follows
         intervening = self.intervention is not None and self.intervention.active()
         if intervening != self._was_intervening:
@@ -279,13 +362,30 @@ class RobotEnv(gym.Env):
             taken = self.intervention.action(observed)
             command = np.array([taken[name] for name in self.joint_names], dtype=np.float64)
             self._intervened += 1
-        else:
-            command = self.to_robot(action)
+            self._intervened_since_step = True
         self._late += self._tick(command)
         sent = self.safety.last_sent
         self._read()
         self._t += 1
         events = self.person.poll()
+        self._hear(events)
+        success = SUCCESS in events
+        ended = (
+            SUCCESS
+            if success
+            else FAILURE
+            if FAILURE in events
+            else "time_out"
+            if self._t >= self.config.episode_length
+            else None
+        )
+        reward = float(success) - 1.0 if self.config.reward == "step_penalty" else float(success)
+        if self.recorder is not None and sent is not None:
+            self.recorder.add(observed, sent, reward=reward, done=success, intervention=intervening)
+        return reward, ended
+
+    def _hear(self, events: set[str]) -> None:
+        """The keys that act at once: the e-stop, the take-over toggle and quit."""
         if ESTOP in events:
             if self.safety.stopped:
                 self.safety.release()
@@ -298,19 +398,6 @@ class RobotEnv(gym.Env):
         if QUIT in events and not self.stop_requested:
             self.stop_requested = True
             self.person.say("stopping after this episode (the run is saved; resume with --resume=true)")
-        success = SUCCESS in events
-        truncated = not success and (FAILURE in events or self._t >= self.config.episode_length)
-        penalty = self.config.reward == "step_penalty"
-        reward = float(success) - 1.0 if penalty else float(success)
-        info = {"is_success": success, "intervention": intervening}
-        if self.recorder is not None and sent is not None:
-            self.recorder.add(observed, sent, reward=reward, done=success, intervention=intervening)
-        if success or truncated:
-            if self.recorder is not None:
-                self.recorder.save_episode()
-            ended_by = SUCCESS if success else FAILURE if FAILURE in events else "time_out"
-            info["episode"] = self._close_episode(success, ended_by)
-        return self._observation(), reward, success, truncated, info
 
     def _observation(self) -> dict[str, np.ndarray]:
         return dict(self._obs)
@@ -326,6 +413,7 @@ class RobotEnv(gym.Env):
             home_s=self._pending["home_s"],
             late_ticks=self._late,
             intervention_ticks=self._intervened,
+            bridged_ticks=self._bridged_total,
             waited_s=self._pending.get("waited_s", 0.0),
             safety=dict(Counter(self.safety.counts) - self._safety_before),
         )
@@ -343,13 +431,16 @@ class RobotEnv(gym.Env):
 
     def close(self) -> None:
         """Leave the arm safe: LeRobot's ``disconnect`` turns the torque off (``disable_torque_on_disconnect``)."""
-        if self.recorder is not None:
-            self.recorder.discard_episode()
-            self.recorder.close()
-        if self.intervention is not None:
-            self.intervention.close()
-        if self.robot.is_connected:
-            self.robot.disconnect()
-        close = getattr(self.person, "close", None)
-        if close is not None:
-            close()
+        try:
+            self.stop_bridging()  # a robot that failed while bridging still gets the rest of this
+        finally:
+            if self.recorder is not None:
+                self.recorder.discard_episode()
+                self.recorder.close()
+            if self.intervention is not None:
+                self.intervention.close()
+            if self.robot.is_connected:
+                self.robot.disconnect()
+            close = getattr(self.person, "close", None)
+            if close is not None:
+                close()
