@@ -318,7 +318,7 @@ def test_the_scripted_person_plans_again_after_a_pause_a_reset_or_a_miss(tmp_pat
     from tmrl_vla.robots.scripted_expert import REPLAN_AFTER_S, ScriptedExpertTeleop
     from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config
 
-    with pytest.raises(LookupError, match="no simulated SO-101 named 'nowhere'"):
+    with pytest.raises(LookupError, match="no simulation named 'nowhere'"):
         ScriptedExpertTeleop(ScriptedExpertTeleopConfig(simulation="nowhere", calibration_dir=Path(tmp_path))).connect()
     sim = SimulatedSO101(SimulatedSO101Config(name="intervention_replan", shift="none"))
     sim.start(seed=5)

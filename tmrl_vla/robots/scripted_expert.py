@@ -30,7 +30,8 @@ from lerobot.utils.decorators import check_if_already_connected, check_if_not_co
 from tmrl_vla.envs.expert import ScriptedExpert
 from tmrl_vla.envs.pick_cube import JOINT_NAMES
 from tmrl_vla.robots.config_scripted_expert import ScriptedExpertTeleopConfig
-from tmrl_vla.robots.sim.so101 import SimulatedSO101, running_simulation, scene_units
+from tmrl_vla.robots.sim.registry import running_simulation
+from tmrl_vla.robots.sim.so101 import SimulatedSO101, scene_units
 
 REPLAN_AFTER_S = 0.5  # a pause this long between calls starts a new attempt from the current state
 RETRY_GRACE_STEPS = 10  # steps to hold the end of a plan before judging the attempt
@@ -70,7 +71,10 @@ class ScriptedExpertTeleop(Teleoperator):
 
     @check_if_already_connected
     def connect(self, calibrate: bool = True) -> None:
-        self.simulation = running_simulation(self.config.simulation)
+        simulation = running_simulation(self.config.simulation)
+        if not isinstance(simulation, SimulatedSO101):
+            raise TypeError(f"the scripted expert drives the simulated SO-101's scene, not {type(simulation).__name__}")
+        self.simulation = simulation
         self.reset()
 
     @property

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
+from tmrl_vla.robots.sim.registry import running_simulation
 from tmrl_vla.robots.sim.so101 import (
     GRIPPER_SPAN,
     SimulatedSO101,
     SimulatedSO101Config,
     joint_to_ticks,
-    running_simulation,
     scene_units,
     ticks_to_joint,
 )
@@ -74,18 +74,14 @@ def test_lerobot_reads_the_scene_in_degrees_moves_it_and_leaves_torque_off(so101
 
 
 def test_the_camera_shows_what_the_scene_env_renders(so101):
-    import mujoco
-
     sim, robot = so101
     robot.connect(calibrate=False)
     frame = robot.cameras["front"].async_read(timeout_ms=2000)
-    renderer = mujoco.Renderer(sim.model, 64, 64)
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    camera = sim.open_camera("front", 64, 64)
     try:
-        reference = sim.render(renderer, "front")
+        reference = camera.read()
     finally:
-        renderer.close()
+        camera.close()
     # the arm holds still and the cube rests: the same picture, up to a frame's motion
     assert np.abs(frame.astype(int) - reference.astype(int)).mean() < 2.0
 
@@ -111,7 +107,7 @@ def test_cameras_and_lookups_fail_with_what_is_running(tmp_path):
     from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
     from tmrl_vla.robots.sim.mujoco_sim_camera import MujocoSimCamera
 
-    with pytest.raises(LookupError, match="no simulated SO-101 named 'nowhere'"):
+    with pytest.raises(LookupError, match="no simulation named 'nowhere'"):
         running_simulation("nowhere")
     with pytest.raises(ValueError, match="width and height"):
         MujocoSimCameraConfig(simulation="x")

@@ -16,7 +16,7 @@ import numpy as np
 from lerobot.cameras.camera import Camera
 
 from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
-from tmrl_vla.robots.sim.so101 import running_simulation, running_simulations
+from tmrl_vla.robots.sim.registry import running_simulation, running_simulations
 
 
 class MujocoSimCamera(Camera):
@@ -59,12 +59,8 @@ class MujocoSimCamera(Camera):
             self.async_read(timeout_ms=5000)
 
     def _run(self, simulation) -> None:
-        import mujoco  # after tmrl_vla.envs (through the simulation) chose the headless GL backend
-
         try:
-            renderer = mujoco.Renderer(simulation.model, self.config.height, self.config.width)
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            camera = simulation.open_camera(self.config.camera, self.config.height, self.config.width)
         except BaseException as err:
             self._error = err
             return
@@ -72,7 +68,7 @@ class MujocoSimCamera(Camera):
         next_frame = time.perf_counter()
         try:
             while not self._stop.is_set():
-                frame = simulation.render(renderer, self.config.camera)
+                frame = camera.read()
                 with self._new_frame:
                     self._frame, self._frame_time = frame, time.perf_counter()
                     self._frame_index += 1
@@ -86,7 +82,7 @@ class MujocoSimCamera(Camera):
         except BaseException as err:  # raised to the reader on its next read
             self._error = err
         finally:
-            renderer.close()
+            camera.close()
 
     def _check(self) -> None:
         if self._error is not None:

@@ -37,6 +37,7 @@ import numpy as np
 
 from tmrl_vla.envs.pick_cube import JOINT_NAMES, PickCubeConfig, PickCubeEnv
 from tmrl_vla.robots.sim.feetech_emulator import FeetechBusEmulator
+from tmrl_vla.robots.sim.registry import register, unregister
 
 MOTOR_IDS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}  # LeRobot's SO-101 ids, 1..6
 TICKS_PER_TURN = 4096
@@ -46,8 +47,6 @@ ZERO_TICK = 2048
 TICKS_PER_RAD = (TICKS_PER_TURN - 1) / (2 * np.pi)
 GRIPPER_TICKS = 1000  # ticks over the gripper's full opening
 GRIPPER_SPAN = 0.045  # the scene's gripper slide range (assets/so100_pick_cube.xml), metres
-_RUNNING: dict[str, SimulatedSO101] = {}
-_RUNNING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,7 @@ class SimulatedSO101:
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self, seed: int = 0) -> str:
-        with _RUNNING_LOCK:
-            if self.config.name in _RUNNING:
-                raise RuntimeError(f"a simulated SO-101 named {self.config.name!r} is already running in this process")
-            _RUNNING[self.config.name] = self
+        register(self.config.name, self)
         self.scene.reset(seed=seed)  # arm at the home pose, cube placed
         self._cube_z0 = float(self.scene.cube_pos()[2])
         port = self.bus.start()
@@ -107,9 +103,7 @@ class SimulatedSO101:
             self._thread.join(timeout=2)
             self._thread = None
         self.bus.stop()
-        with _RUNNING_LOCK:
-            if _RUNNING.get(self.config.name) is self:
-                del _RUNNING[self.config.name]
+        unregister(self.config.name, self)
         self.scene.close()
 
     def __enter__(self) -> SimulatedSO101:
@@ -173,13 +167,11 @@ class SimulatedSO101:
         with self.lock:
             return self.scene.joint_pos().copy()
 
-    def render(self, renderer: mujoco.Renderer, camera: str) -> np.ndarray:
-        """One camera image, with the caller's renderer (each camera thread owns its GL context)."""
+    def open_camera(self, camera: str, height: int, width: int) -> SceneCamera:
+        """A renderer of ``camera`` for the calling thread only (each camera thread owns its GL context)."""
         if camera not in self.config.cameras:
-            raise ValueError(f"the simulation renders {list(self.config.cameras)}, not {camera!r}")
-        with self.lock:
-            renderer.update_scene(self.data, camera=camera)
-        return renderer.render().copy()
+            raise ValueError(f"the simulation renders the cameras {list(self.config.cameras)}, not {camera!r}")
+        return SceneCamera(self, camera, height, width)
 
     # ------------------------------------------------------------------------- physics
     def _run(self) -> None:
@@ -223,6 +215,24 @@ class SimulatedSO101:
             self.bus.set_present_position(MOTOR_IDS[name], joint_to_ticks(name, float(value)))
 
 
+class SceneCamera:
+    """One camera of a :class:`SimulatedSO101`, rendered on demand with its own renderer."""
+
+    def __init__(self, simulation: SimulatedSO101, camera: str, height: int, width: int) -> None:
+        self.simulation, self.camera = simulation, camera
+        self.renderer = mujoco.Renderer(simulation.model, height, width)
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+    def read(self) -> np.ndarray:
+        with self.simulation.lock:  # the physics thread does not step mid-update
+            self.renderer.update_scene(self.simulation.data, camera=self.camera)
+        return self.renderer.render().copy()
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
 def joint_to_ticks(name: str, value: float) -> int:
     """A scene joint value (rad, or the gripper's opening in m) as the servo's raw position."""
     per_unit = GRIPPER_TICKS / GRIPPER_SPAN if name == "gripper" else TICKS_PER_RAD
@@ -259,22 +269,3 @@ def widen_reply_window(bus, extra_ms: float = 200.0) -> None:
         port.packet_timeout += extra_ms
 
     port.setPacketTimeout = patient
-
-
-def running_simulations() -> dict[str, SimulatedSO101]:
-    """Every simulation started in this process, by name."""
-    with _RUNNING_LOCK:
-        return dict(_RUNNING)
-
-
-def running_simulation(name: str) -> SimulatedSO101:
-    """The simulation started in this process under ``name`` (what the cameras render)."""
-    with _RUNNING_LOCK:
-        sim = _RUNNING.get(name)
-        known = sorted(_RUNNING)
-    if sim is None:
-        raise LookupError(
-            f"no simulated SO-101 named {name!r} runs in this process (running: {known or 'none'}); "
-            "start one with tmrl_vla.robots.sim.so101.SimulatedSO101 (the SO-101 recipe's --robot.simulated=true does)"
-        )
-    return sim
