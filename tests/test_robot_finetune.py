@@ -22,8 +22,14 @@ def test_bad_combinations_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="--person must be"):
         check_config(RobotFinetuneConfig(person="robot"))
     koch = parse_args(RobotFinetuneConfig(), ["--robot.type=koch_follower", "--robot.port=x", "--simulated=true"])
-    with pytest.raises(ValueError, match="simulates so100_follower or so101_follower, not 'koch_follower'"):
+    with pytest.raises(ValueError, match="so101_follower or franka_franky, not 'koch_follower'"):
         check_config(koch)
+    franka = ["--robot.type=franka_franky", "--robot.ip=172.16.0.2"]
+    with pytest.raises(ValueError, match="for a franka_franky pass your policy with --policy.path"):
+        check_config(parse_args(RobotFinetuneConfig(), franka))
+    with pytest.raises(ValueError, match="drives the SO-101 scene only"):
+        flags = [*franka, "--simulated=true", "--person=simulated", "--person_intervenes_every=2"]
+        check_config(parse_args(RobotFinetuneConfig(), flags))
     with pytest.raises(ValueError, match="--policy.path too"):
         check_config(RobotFinetuneConfig(csp=type(RobotFinetuneConfig().csp)(path="x")))
 

@@ -1,4 +1,4 @@
-"""The fine-tuning job on a robot, behind ``recipes/finetune_so101.py``: config, parsing, ``train(cfg)``.
+"""The fine-tuning job on a robot, behind ``recipes/finetune_so101.py`` and ``recipes/finetune_franka.py``.
 
 The robot is any LeRobot robot config (``--robot.type=so101_follower --robot.port=/dev/ttyACM0
 --robot.id=my_arm --robot.cameras=...``), made by LeRobot's own factory; the policy and its CSP
@@ -7,7 +7,12 @@ the embedded tiny SmolVLA and its adapter, built into the cache as ``recipes/fin
 builds them. ``--simulated=true`` replaces the hardware with :class:`~tmrl_vla.robots.sim.so101.
 SimulatedSO101` - the pick scene behind an emulated Feetech bus that LeRobot's unmodified driver
 talks to, and ``mujoco_sim`` cameras - so the whole loop runs on a CPU, unattended with
-``--person=simulated``.
+``--person=simulated``. With ``--robot.type=franka_franky`` it starts
+:class:`~tmrl_vla.robots.sim.franka.SimulatedFranka` instead: franky-sim's FR3 with a cube and
+cameras, in franky-sim's own environment, which the ``franka_franky`` robot reaches over libfranka's
+protocol on a loopback address. The embedded policy is an SO-100 policy; a Franka needs
+``--policy.path``, except on the simulated Franka, where without one an untrained tiny SmolVLA of
+the arm's shape drives it (to check the loop; it has nothing to fine-tune).
 
 Every episode goes through :class:`~tmrl_vla.robots.env.RobotEnv` (safety always on, a person's
 labels, each episode timed) and :func:`~tmrl_vla.rl.run.run_rl_on_robot` (one env, a checkpoint
@@ -52,9 +57,11 @@ from tmrl_vla.robots.intervention import TeleopIntervention
 from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
 from tmrl_vla.robots.recorder import EpisodeRecorder
 from tmrl_vla.robots.safety import safety_preset
+from tmrl_vla.robots.sim.franka import SimulatedFranka, SimulatedFrankaConfig
 from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units, widen_reply_window
 
-SIMULATABLE = ("so100_follower", "so101_follower")
+SO10X = ("so100_follower", "so101_follower")
+SIMULATABLE = (*SO10X, "franka_franky")
 
 
 def robot_rl() -> TMRLConfig:
@@ -90,6 +97,8 @@ class RobotFinetuneConfig:
     # Run against the simulated SO-101 (emulated servo bus + MuJoCo cameras) instead of hardware.
     simulated: bool = False
     simulation: SimulatedSO101Config = field(default_factory=SimulatedSO101Config)  # with --simulated=true
+    # The simulated Franka, with --simulated=true and --robot.type=franka_franky.
+    franka_simulation: SimulatedFrankaConfig = field(default_factory=SimulatedFrankaConfig)
     person: str = "keyboard"  # who labels and resets: "keyboard" (a person) or "simulated" (--simulated only)
     # The teleoperator a person takes the arm over with (key i), as LeRobot's --teleop.type=so101_leader
     # --teleop.port=...; None: no take-overs. On the simulated arm, scripted_expert_sim stands in for one.
@@ -130,6 +139,12 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
     if cfg.person_intervenes_every and cfg.person != "simulated":
         raise ValueError("--person_intervenes_every is the simulated person's: it needs --person=simulated")
+    if cfg.robot.type not in SO10X and cfg.policy.path is None and not cfg.simulated:
+        raise ValueError(
+            f"the embedded policy drives an SO-100/SO-101; for a {cfg.robot.type} pass your policy with --policy.path"
+        )
+    if cfg.simulated and cfg.robot.type not in SO10X and cfg.person_intervenes_every and cfg.teleop is None:
+        raise ValueError("the scripted expert that takes over for the simulated person drives the SO-101 scene only")
 
 
 def teleop_config(cfg: RobotFinetuneConfig) -> TeleoperatorConfig | None:
@@ -137,7 +152,7 @@ def teleop_config(cfg: RobotFinetuneConfig) -> TeleoperatorConfig | None:
     who intervenes, the scripted expert."""
     if cfg.teleop is not None:
         return cfg.teleop
-    if cfg.simulated and cfg.person_intervenes_every:
+    if cfg.simulated and cfg.person_intervenes_every and cfg.robot.type in SO10X:
         return ScriptedExpertTeleopConfig(simulation=cfg.simulation.name, seed=cfg.rl.seed)
     return None
 
@@ -150,15 +165,30 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     summary: dict = {}
-    if cfg.policy.path is None:
+    franka_sim = cfg.simulated and cfg.robot.type not in SO10X
+    if cfg.policy.path is None and franka_sim:
+        from tmrl_vla.robots.sim.franka import save_untrained_policy
+
+        print(
+            "[finetune] no --policy.path: an UNTRAINED tiny SmolVLA of the Franka's shape drives the simulated "
+            "arm, to check the loop end to end (it has learned nothing, so there is nothing to fine-tune)"
+        )
+        policy, adapter = save_untrained_policy(
+            out / "untrained_policy", cameras=cfg.franka_simulation.cameras, image_size=cfg.franka_simulation.image_size
+        )
+    elif cfg.policy.path is None:
         assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir))
         policy, adapter = str(assets.policy_dir), str(assets.csp_dir)
     else:
         policy, adapter = cfg.policy.path, cfg.csp.path
-    simulation = SimulatedSO101(cfg.simulation) if cfg.simulated else None
+    simulation = None
+    if cfg.simulated:
+        simulation = SimulatedFranka(cfg.franka_simulation) if franka_sim else SimulatedSO101(cfg.simulation)
     robot_config, env_config = cfg.robot, cfg.env
     try:
-        if simulation is not None:
+        if isinstance(simulation, SimulatedFranka):
+            robot_config = simulated_franka_setup(cfg, simulation, out)
+        elif simulation is not None:
             robot_config, env_config = simulated_setup(cfg, simulation, out, embedded=cfg.policy.path is None)
         person = (
             SimulatedPerson(
@@ -202,7 +232,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
 
         start = time.perf_counter()
         # LeRobot registers one config class as both so100_follower and so101_follower: name it as the user did
-        kind = "SO-100/SO-101 follower" if robot_config.type in SIMULATABLE else robot_config.type
+        kind = "SO-100/SO-101 follower" if robot_config.type in SO10X else robot_config.type
         label = f"{kind} ({'simulated' if simulation is not None else robot_config.id})"
         summary["rl"] = run_rl_on_robot(
             cfg.rl,
@@ -215,21 +245,22 @@ def train(cfg: RobotFinetuneConfig) -> dict:
         )
         summary["rl_seconds"] = time.perf_counter() - start
     finally:
-        if simulation is not None:
+        if isinstance(simulation, SimulatedSO101):
             summary["simulation"] = {
                 "torque_enabled_at_exit": [simulation.bus.torque_enabled(i) for i in simulation.bus.motor_ids],
                 "physics_lagging_updates": simulation.lagging_updates,
             }
+        if simulation is not None:
             simulation.stop()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
 def connected(robot_config: RobotConfig, *, simulated: bool):
-    """The robot made by LeRobot's factory, connected without calibrating. On the simulated arm its
-    bus waits longer for replies (:func:`~tmrl_vla.robots.sim.so101.widen_reply_window`)."""
+    """The robot made by LeRobot's factory, connected without calibrating. On the simulated SO-101
+    its bus waits longer for replies (:func:`~tmrl_vla.robots.sim.so101.widen_reply_window`)."""
     robot = make_robot_from_config(robot_config)
-    if simulated:
+    if simulated and robot_config.type in SO10X:
         widen_reply_window(robot.bus)
     robot.connect(calibrate=False)
     return robot
@@ -266,3 +297,23 @@ def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: P
         scale, offset = scene_units()
         env = dataclasses.replace(env, joint_scale=scale, joint_offset=offset)
     return robot, env
+
+
+def simulated_franka_setup(cfg: RobotFinetuneConfig, simulation: SimulatedFranka, out: Path) -> RobotConfig:
+    """Start the simulated Franka and point the robot config at it: its loopback address, no
+    real-time kernel (franky-sim's), and the scene's cameras."""
+    from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
+
+    sim = cfg.franka_simulation
+    ip = simulation.start(seed=cfg.rl.seed)
+    cameras = {
+        name: MujocoSimCameraConfig(
+            camera=name,
+            simulation=sim.name,
+            width=sim.image_size,
+            height=sim.image_size,
+            fps=sim.camera_fps or int(cfg.env.fps),
+        )
+        for name in sim.cameras
+    }
+    return dataclasses.replace(cfg.robot, ip=ip, realtime=False, cameras=cameras, calibration_dir=out / "calibration")
