@@ -29,7 +29,10 @@ shift and pooled over the shifts (:func:`tmrl_vla.rl.comparison.suite_summary`) 
 split file is the pre-registration, written before any result:
 ``{"tune": ["moved_camera", ...], "test": [...], "notes": "..."}``; tune on the ``tune`` shifts and
 run ``--role test`` once, at the end. The same command with ``--report`` added writes the summary
-and figures again from the runs as they stand, training nothing.
+and figures again from the runs as they stand, training nothing; while a suite is still running, its
+report covers the shifts whose runs are all complete and names the others. ``--archive DIR`` copies
+each complete run's metrics (gzipped) and env record to ``DIR/<shift>/<agent>/seed<k>/``, without
+checkpoints: a report with ``--out DIR`` then reads them there.
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ def parse(argv: list[str] | None):
         "--report",
         action="store_true",
         help="train nothing: summarise the runs under --out as they stand, whatever their lengths",
+    )
+    parser.add_argument(
+        "--archive",
+        default=None,
+        metavar="DIR",
+        help="copy each complete run's metrics and env record (no checkpoints) to DIR/<shift>/<agent>/seed<k>",
     )
     args, overrides = parser.parse_known_args(argv)
     if any(not o.startswith("--rl.") for o in overrides):
@@ -164,10 +173,10 @@ def run_all(jobs: list, processes: int, report: bool) -> list[dict]:
 def write_comparison(out: Path, results: list[dict], args, threshold: float) -> dict:
     """One task's ``curves.png`` and ``summary.json`` in ``out``; returns the summary."""
     from tmrl_vla.metrics import read_metrics
-    from tmrl_vla.rl.comparison import summarise
+    from tmrl_vla.rl.comparison import metrics_file, summarise
     from tmrl_vla.rl.curves import plot_learning_curve
 
-    runs = {a: [out / a / f"seed{s}" / "metrics.jsonl" for s in range(args.seeds)] for a in ("tmrl", "dsrl")}
+    runs = {a: [metrics_file(out / a / f"seed{s}") for s in range(args.seeds)] for a in ("tmrl", "dsrl")}
     curves = {a: [read_metrics(path) for path in paths] for a, paths in runs.items()}
     plot_learning_curve(curves, out / "curves.png", threshold=threshold)
     summary = summarise(results, threshold) | {"measure": args.measure, "runs": results}
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse(argv)
     from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.spec import EnvSpec
-    from tmrl_vla.rl.comparison import comparison_runs, plot_suite, suite_summary
+    from tmrl_vla.rl.comparison import archive_run, comparison_runs, plot_suite, suite_summary
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,19 +216,38 @@ def main(argv: list[str] | None = None) -> dict:
             measure=args.measure,
             extend_unreached=args.extend_unreached,
             report=args.report,
+            skip_missing=bool(args.suite and args.report),
         )
         for shift, directory in dirs.items()
     }
     # all shifts' runs in one pool, shift after shift: --jobs stays busy and the first shifts finish first
     results = iter(run_all([job for shift_jobs in jobs.values() for job in shift_jobs], args.jobs, args.report))
     by_shift = {shift: [next(results) for _ in shift_jobs] for shift, shift_jobs in jobs.items()}
+    if args.archive:
+        for shift, shift_jobs in jobs.items():
+            for job, result in zip(shift_jobs, by_shift[shift], strict=True):
+                if result["complete"]:
+                    run = Path(job.run_dir)
+                    archive_run(run, Path(args.archive) / (shift if args.suite else "") / run.parent.name / run.name)
+    # a suite's interim report: only the shifts whose runs are all complete
+    left_out = {
+        shift: f"{sum(r['complete'] for r in results)} of {len(results)} runs complete"
+        for shift, results in by_shift.items()
+        if args.suite and not all(r["complete"] for r in results)
+    }
+    for shift, why in left_out.items():
+        print(f"left out of the report: {shift} ({why})")
+        del by_shift[shift], dirs[shift]
+    if args.suite and not by_shift:
+        print(json.dumps({"left_out": left_out}))
+        return {"left_out": left_out}
     summaries = {shift: write_comparison(dirs[shift], by_shift[shift], args, threshold) for shift in dirs}
     if not args.suite:
         summary = summaries[args.shift]
         print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
         return summary
     suite = {"split_file": args.suite, "role": args.role, "measure": args.measure, "seeds": args.seeds}
-    suite |= suite_summary(by_shift, args.thresholds)
+    suite |= suite_summary(by_shift, args.thresholds) | {"left_out": left_out}
     (out / "suite_summary.json").write_text(json.dumps(suite, indent=2))
     plot_suite(suite, out / "suite.png")
     print(f"suite: {out / 'suite_summary.json'}  figure: {out / 'suite.png'}")

@@ -7,14 +7,18 @@ Metric names: ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl``; a half-written last line (a crash mid-write) is skipped."""
+    """Rows of a ``metrics.jsonl`` (or of an archived ``metrics.jsonl.gz``); a half-written last line
+    (a crash mid-write) is skipped."""
+    path = Path(path)
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
     rows = []
-    for line in Path(path).read_text().splitlines():
+    for line in text.splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

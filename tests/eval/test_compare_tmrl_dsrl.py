@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -128,14 +129,28 @@ def test_tiny_suite_runs_each_shift_resumes_and_reports_without_training(
     monkeypatch.setattr(tmrl_vla.assets, "build_default_assets", refuse)
     compare.main(args)  # the same suite again
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == first
-    report = ["--report", "--suite", str(split), "--role", "test", "--seeds", "1", "--out", str(out)]
-    compare.main([*report, "--cache-dir", str(tmp_path)])  # no --policy: a report needs no assets
+    report = ["--report", "--suite", str(split), "--role", "test", "--seeds", "1", "--decisions", "2"]
+    archive = tmp_path / "archive"
+    compare.main([*report, "--out", str(out), "--archive", str(archive), "--cache-dir", str(tmp_path)])  # no assets
     reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert reported["pooled"] == first["pooled"] and reported["per_shift"] == first["per_shift"]
     assert [m.stat().st_mtime_ns for m in metrics] == written
-    # other settings for the existing runs are refused, not read back as if they were the ones asked for
-    with pytest.raises(ValueError, match=r"env.episode_length \(6 vs 7\)"):
-        compare.main(tiny_suite_args(tiny_base_policy, tiny_adapter, split, out, "--episode-length", "7"))
+    # the archive holds what a report needs (gzipped metrics, the env), no checkpoints, and reports the same
+    assert sorted(p.name for p in (archive / "dim_light" / "tmrl" / "seed0").iterdir()) == [
+        "env.json",
+        "metrics.jsonl.gz",
+    ]
+    compare.main([*report, "--out", str(archive)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pooled"] == first["pooled"]
+    # an interim report: a shift with a run not made yet (or not finished) is left out, and named
+    shutil.rmtree(archive / "green_cube" / "dsrl")
+    compare.main([*report, "--out", str(archive)])
+    printed = capsys.readouterr().out
+    interim = json.loads(printed.strip().splitlines()[-1])
+    assert interim["shifts"] == ["dim_light"] and interim["left_out"] == {"green_cube": "1 of 2 runs complete"}
+    assert "left out of the report: green_cube (1 of 2 runs complete)" in printed
+    longer = [*report[:-2], "--decisions", "3", "--out", str(archive)]  # runs shorter than asked are not complete
+    assert compare.main(longer) == {"left_out": dict.fromkeys(["dim_light", "green_cube"], "0 of 2 runs complete")}
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,33 @@ class ComparisonRun:
     report: bool = False
     # Further thresholds whose episodes the result lists (by `measure`), for a suite's report.
     thresholds: tuple[float, ...] = ()
+    # A report reads a run not made yet as {"complete": False} instead of refusing (a suite's
+    # interim report leaves out the shifts whose runs are not all complete).
+    skip_missing: bool = False
+
+
+def metrics_file(run_dir: str | Path) -> Path:
+    """A run's ``metrics.jsonl``, or its archived ``metrics.jsonl.gz`` (:func:`archive_run`) when
+    only that is there."""
+    plain = Path(run_dir) / "metrics.jsonl"
+    archived = plain.with_name("metrics.jsonl.gz")
+    return archived if archived.exists() and not plain.exists() else plain
+
+
+def archive_run(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy what a report needs of a run (its metrics, gzipped, and the env record) to ``dest``,
+    leaving out checkpoints: a finished comparison kept beside its write-up, and reportable there."""
+    import gzip
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    source = metrics_file(run_dir)
+    data = source.read_bytes()
+    (dest / "metrics.jsonl.gz").write_bytes(data if source.suffix == ".gz" else gzip.compress(data, mtime=0))
+    if (Path(run_dir) / ENV_FILE).exists():
+        shutil.copyfile(Path(run_dir) / ENV_FILE, dest / ENV_FILE)
+    return dest
 
 
 def comparison_runs(rl: TMRLConfig, seeds: int, out: str | Path, **common) -> list[ComparisonRun]:
@@ -77,7 +104,9 @@ def run_or_read(job: ComparisonRun) -> dict:
     check a changed setting would silently report the old run under the new one.
     """
     cfg = job.config
-    metrics = Path(job.run_dir) / "metrics.jsonl"
+    metrics = metrics_file(job.run_dir)
+    if job.report and job.skip_missing and not (metrics.exists() and read_metrics(metrics)):
+        return {"agent": cfg.agent.kind, "seed": cfg.seed, "complete": False, "decisions": 0}
     if job.report and not metrics.exists():
         raise FileNotFoundError(f"--report summarises existing runs, and {job.run_dir} has no metrics.jsonl")
     if not job.report:  # a report reads the runs whatever made them
@@ -100,10 +129,13 @@ def run_or_read(job: ComparisonRun) -> dict:
             log=lambda *_: None,
         )
         rows = read_metrics(metrics)
+        finished = rows[-1].get("decision") == cfg.total_decisions
     reached = _reached(rows, job)
     result = {
         "agent": cfg.agent.kind,
         "seed": cfg.seed,
+        # finished, or settled: reached the threshold in a run that continues only unreached ones
+        "complete": finished or (job.extend_unreached and reached[job.measure] is not None),
         "episodes_to_threshold": reached[job.measure],
         "episodes_to_threshold_by_measure": reached,
         "total_episodes": rows[-1]["rollout/episodes"],
