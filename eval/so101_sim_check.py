@@ -17,6 +17,7 @@ interventions. Without ``--policy``, the embedded default's BC policy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -52,7 +53,9 @@ def chunk_runner(policy: str):
     return run, chunk_policy.lerobot_config
 
 
-def robot_eval(run, policy_config, shift: str, episodes: int, embedded: bool, camera_fps: int | None = None) -> dict:
+def robot_eval(
+    run, policy_config, shift: str, episodes: int, embedded: bool, camera_fps: int | None = None, bridge: bool = True
+) -> dict:
     from lerobot.robots import make_robot_from_config
 
     from tmrl_vla.robot_finetune import RobotFinetuneConfig, simulated_setup
@@ -69,6 +72,7 @@ def robot_eval(run, policy_config, shift: str, episodes: int, embedded: bool, ca
     try:
         with tempfile.TemporaryDirectory() as tmp:
             robot_config, env_config = simulated_setup(cfg, simulation, Path(tmp), embedded=embedded)
+            env_config = dataclasses.replace(env_config, bridge=bridge)
 
             def make_env():
                 env = RobotEnv(
@@ -92,6 +96,7 @@ def robot_eval(run, policy_config, shift: str, episodes: int, embedded: bool, ca
             "seconds": seconds,
             "episode_wall_s_mean": sum(r.wall_s for r in log) / len(log),
             "late_ticks_per_episode": sum(r.late_ticks for r in log) / len(log),
+            "bridged_ticks_per_episode": sum(r.bridged_ticks for r in log) / len(log),
             "ticks_per_episode": sum(r.ticks for r in log) / len(log),
             "safety_interventions": dict(safety),
             "torque_enabled_after": [simulation.bus.torque_enabled(i) for i in simulation.bus.motor_ids],
@@ -119,6 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--camera-fps", type=int, default=None, help="the cameras' frame rate (default: 25, the ticks')"
     )
     parser.add_argument("--robot-only", action="store_true", help="skip the scene's own evaluation")
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="the arm holds while the policy decides (--env.bridge=false) instead of running on the chunk's rest",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -137,7 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"policy": "embedded BC" if embedded else args.policy, "shifts": {}}
     for shift in args.shift or ["none", "moved_camera"]:
         row = {} if args.robot_only else {"scene": scene_eval(run, shift, args.episodes)}
-        row["so101_sim"] = robot_eval(run, policy_config, shift, args.episodes, embedded, args.camera_fps)
+        row["so101_sim"] = robot_eval(
+            run, policy_config, shift, args.episodes, embedded, args.camera_fps, bridge=not args.hold
+        )
         for side in row:
             r = row[side]
             r["rate"] = r["successes"] / r["episodes"]

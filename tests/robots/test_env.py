@@ -280,3 +280,14 @@ def test_a_batch_starts_each_chunk_after_the_ticks_its_robot_bridged(policy_conf
     now = envs.start_chunk(chunk + 100.0, 5)
     assert now[0, :, 0].tolist() == [105, 106, 107, 108, 109]  # its first five ticks have passed
     envs.close()
+
+
+def test_without_bridging_the_arm_holds_while_the_caller_decides(policy_config):
+    robot = FakeRobot()
+    env = make_env(policy_config, robot=robot, fps=50.0, episode_length=100, bridge=False)
+    env.reset(seed=0)
+    env.step(np.zeros(6, np.float32))
+    sent = len(robot.sent)
+    env.plan(np.ones((5, 6)))
+    time.sleep(0.05)
+    assert env.stop_bridging() == 0 and len(robot.sent) == sent

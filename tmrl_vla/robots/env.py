@@ -71,6 +71,9 @@ class RobotEnvConfig:
     # trained in radians on a robot that reports degrees.
     joint_scale: tuple[float, ...] | None = None
     joint_offset: tuple[float, ...] | None = None
+    # Keep the arm moving on the rest of the chunk while the policy decides (RobotEnv.plan); False:
+    # the arm holds its last command until the next action.
+    bridge: bool = True
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.episode_length < 1:
@@ -292,7 +295,9 @@ class RobotEnv(gym.Env):
         if self._bridge is not None:
             raise RuntimeError("a plan is already running: step (or stop_bridging) before planning again")
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, len(self.joint_names))
-        if self._t == 0 or self._ended is not None or self._episode_over or len(actions) == 0:
+        if not self.config.bridge or self._t == 0 or self._ended is not None or self._episode_over:
+            return
+        if len(actions) == 0:
             return
         self._claim.clear()
         self._bridge = threading.Thread(target=self._run_bridge, args=(actions,), name="robot-bridge", daemon=True)
