@@ -115,3 +115,20 @@ def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(ti
     marked = int(sum(bool(dataset[i]["intervention"]) for i in range(len(dataset))))
     assert marked == sum(e["intervention_ticks"] for e in taken)
     assert (out / "dsrl" / "pretrained_model" / "config.json").exists()
+
+
+def test_a_robot_run_pushes_its_agent_with_a_card_that_runs_it_on_the_arm(tiny_base_policy, tmp_path, fake_hub):
+    from tmrl_vla.finetune import HubPush
+    from tmrl_vla.robot_finetune import train
+
+    with pytest.raises(ValueError, match="needs --hub.repo_id"):
+        check_config(parse_args(RobotFinetuneConfig(), ["--push_to_hub=true"]))
+    args = recipe(tiny_base_policy, tmp_path / "run", 4)[2:]  # the flags, without the interpreter and script
+    cfg = parse_args(RobotFinetuneConfig(), [*args, "--push_to_hub=true", "--hub.repo_id=me/so101-dsrl"])
+    assert cfg.hub == HubPush(repo_id="me/so101-dsrl")
+    summary = train(cfg)
+    assert summary["rl"]["commit_url"] == "https://huggingface.co/me/so101-dsrl/commit/c0ffee"
+    card = [c for c in fake_hub if c["call"] == "upload_folder"][-1]["files"]["README.md"].decode()
+    assert "library_name: lerobot" in card and str(tmp_path) not in card
+    assert "lerobot-record --robot.type=so101_follower --robot.port=<the arm's port>" in card
+    assert "--policy.path=me/so101-dsrl" in card and "python recipes/finetune_so101.py" in card

@@ -47,7 +47,8 @@ from lerobot.utils.import_utils import register_third_party_plugins
 from tmrl_vla.assets import AssetsConfig, build_default_assets
 from tmrl_vla.cache import AssetCache
 from tmrl_vla.config_tools import parse_config
-from tmrl_vla.finetune import CSPSource, PolicySource, default_rl
+from tmrl_vla.finetune import CSPSource, HubPush, PolicySource, default_rl, push_agent
+from tmrl_vla.hub import check_repo_id
 from tmrl_vla.rl.checkpoint import refuse_existing_run
 from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.run import run_rl_on_robot
@@ -116,6 +117,8 @@ class RobotFinetuneConfig:
     output_dir: str = "outputs/finetune_so101"  # everything the job writes goes under it
     cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
     resume: bool = False  # continue the run in output_dir from its newest checkpoint
+    push_to_hub: bool = False  # upload the fine-tuned agent, with its card, to hub.repo_id at the end
+    hub: HubPush = field(default_factory=HubPush)  # where and how --push_to_hub uploads
 
 
 ALIASES = {"--agent": "--rl.agent.kind"}
@@ -137,6 +140,10 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError(f"--simulated=true simulates {' or '.join(SIMULATABLE)}, not {cfg.robot.type!r}")
     if cfg.csp.path is not None and cfg.policy.path is None:
         raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
+    if cfg.push_to_hub:  # before the first episode, not after an hour of them
+        if not cfg.hub.repo_id:
+            raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
+        check_repo_id(cfg.hub.repo_id)
     if cfg.person_intervenes_every and cfg.person != "simulated":
         raise ValueError("--person_intervenes_every is the simulated person's: it needs --person=simulated")
     if cfg.robot.type not in SO10X and cfg.policy.path is None and not cfg.simulated:
@@ -234,6 +241,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
         # LeRobot registers one config class as both so100_follower and so101_follower: name it as the user did
         kind = "SO-100/SO-101 follower" if robot_config.type in SO10X else robot_config.type
         label = f"{kind} ({'simulated' if simulation is not None else robot_config.id})"
+        commands = card_commands(cfg)
         summary["rl"] = run_rl_on_robot(
             cfg.rl,
             policy=policy,
@@ -242,8 +250,11 @@ def train(cfg: RobotFinetuneConfig) -> dict:
             run_dir=out / cfg.rl.agent.kind,
             label=label,
             resume=cfg.resume,
+            commands=commands,
         )
         summary["rl_seconds"] = time.perf_counter() - start
+        if cfg.push_to_hub:
+            summary["rl"]["commit_url"] = push_agent(cfg, summary["rl"]["policy"], commands, print)
     finally:
         if isinstance(simulation, SimulatedSO101):
             summary["simulation"] = {
@@ -254,6 +265,25 @@ def train(cfg: RobotFinetuneConfig) -> dict:
             simulation.stop()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def card_commands(cfg: RobotFinetuneConfig) -> dict[str, str]:
+    """The commands an agent's card shows: how it was trained (hardware details as placeholders)
+    and how LeRobot's own recorder runs it on the arm."""
+    agent = cfg.hub.repo_id or "path/to/this/agent"
+    recipe = "recipes/finetune_franka.py" if cfg.robot.type == "franka_franky" else "recipes/finetune_so101.py"
+    policy = " --policy.path=<your policy> --csp.path=<its CSP adapter>" if cfg.policy.path else ""
+    where = "--robot.ip=<the arm's address>" if cfg.robot.type == "franka_franky" else "--robot.port=<the arm's port>"
+    # LeRobot registers one config class as both SO types, and its .type reads so100_follower
+    kind = "so101_follower" if cfg.robot.type in SO10X else cfg.robot.type
+    hardware = f"--robot.type={kind} {where} --robot.id=<your arm> --robot.cameras=<your cameras>"
+    return {
+        "train": f"python {recipe} {hardware}{policy} --rl.agent.kind={cfg.rl.agent.kind}",
+        "evaluate": (  # on the arm, with LeRobot's own recorder
+            f"lerobot-record {hardware} --policy.path={agent} --dataset.repo_id=<you>/eval_{agent.split('/')[-1]} "
+            f'--dataset.single_task="{cfg.env.task}" --dataset.num_episodes=10'
+        ),
+    }
 
 
 def connected(robot_config: RobotConfig, *, simulated: bool):
