@@ -19,5 +19,7 @@ from lerobot.teleoperators.config import TeleoperatorConfig
 @TeleoperatorConfig.register_subclass("scripted_expert_sim")
 @dataclass(kw_only=True)
 class ScriptedExpertTeleopConfig(TeleoperatorConfig):
-    simulation: str = "so101_sim"  # the running SimulatedSO101's name (SimulatedSO101Config.name)
+    # The simulated SO-101: its name in this process (SimulatedSO101Config.name), or the address
+    # 127.0.0.1:<port> of one served by another (python -m tmrl_vla.robots.sim.serve), whose expert acts.
+    simulation: str = "so101_sim"
     seed: int = 0  # the expert's random generator: speed per attempt, noise on its targets

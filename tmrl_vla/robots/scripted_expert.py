@@ -31,6 +31,7 @@ from tmrl_vla.envs.expert import ScriptedExpert
 from tmrl_vla.envs.pick_cube import JOINT_NAMES
 from tmrl_vla.robots.config_scripted_expert import ScriptedExpertTeleopConfig
 from tmrl_vla.robots.sim.registry import running_simulation
+from tmrl_vla.robots.sim.scene_link import SceneConnection, parse_address
 from tmrl_vla.robots.sim.so101 import SimulatedSO101, scene_units
 
 REPLAN_AFTER_S = 0.5  # a pause this long between calls starts a new attempt from the current state
@@ -52,6 +53,7 @@ class ScriptedExpertTeleop(Teleoperator):
         # steps after which a plan has surely run out (at the slowest speed) and the cube should be up
         self.attempt_steps = math.ceil(sum(cfg.phase_steps) / cfg.speed_range[0]) + RETRY_GRACE_STEPS
         self.simulation: SimulatedSO101 | None = None
+        self.remote: SceneConnection | None = None  # a simulation served by another process: its expert acts
         self.attempts = 0  # plans made (interventions started, plus retries)
         self._steps = 0  # steps given since the current plan was made
         self._last_call: float | None = None
@@ -67,10 +69,14 @@ class ScriptedExpertTeleop(Teleoperator):
 
     @property
     def is_connected(self) -> bool:
-        return self.simulation is not None
+        return self.simulation is not None or self.remote is not None
 
     @check_if_already_connected
     def connect(self, calibrate: bool = True) -> None:
+        address = parse_address(self.config.simulation)
+        if address is not None:
+            self.remote = SceneConnection(address[1])
+            return
         simulation = running_simulation(self.config.simulation)
         if not isinstance(simulation, SimulatedSO101):
             raise TypeError(f"the scripted expert drives the simulated SO-101's scene, not {type(simulation).__name__}")
@@ -93,6 +99,8 @@ class ScriptedExpertTeleop(Teleoperator):
 
     @check_if_not_connected
     def get_action(self) -> dict[str, float]:
+        if self.remote is not None:
+            return self.remote.request({"op": "expert"})["action"]
         sim = self.simulation
         now = time.monotonic()
         with sim.lock:
@@ -114,4 +122,6 @@ class ScriptedExpertTeleop(Teleoperator):
 
     @check_if_not_connected
     def disconnect(self) -> None:
-        self.simulation = None
+        if self.remote is not None:
+            self.remote.close()
+        self.simulation = self.remote = None

@@ -18,7 +18,9 @@ from lerobot.cameras.configs import CameraConfig
 @dataclass(kw_only=True)
 class MujocoSimCameraConfig(CameraConfig):
     camera: str = "front"  # the scene camera to render ("front" or "wrist" in the pick scene)
-    simulation: str = "so101_sim"  # the name of the running simulation (SimulatedSO101Config.name)
+    # The simulation: the name of one running in this process (SimulatedSO101Config.name), or the
+    # address 127.0.0.1:<port> of one served by another (python -m tmrl_vla.robots.sim.serve).
+    simulation: str = "so101_sim"
     # A frame older than this is an error (TimeoutError). It replaces the limit of LeRobot's robots,
     # which read with its 500 ms default: the renderer shares this machine's CPU with the policy,
     # the learner and the physics, and on a loaded CPU (measured: 567 ms, 2 cores at load 5) a frame

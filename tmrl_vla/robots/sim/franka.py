@@ -5,8 +5,9 @@ so the ``franka_franky`` robot (franky, the same client as on a real arm) drives
 needs MuJoCo 4 and the project keeps its own MuJoCo, so the simulator runs in a virtual
 environment of its own (``bash scripts/franka_sim.sh install``) and this class starts it there,
 running ``franka_scene.py`` (beside this file): franky-sim's FR3 plus a cube and fixed cameras. The
-scene answers on a TCP port of 127.0.0.1: camera frames for the ``mujoco_sim`` camera type, the
-simulated person's resets and success labels. Everything stays on loopback addresses.
+scene answers on a TCP port of 127.0.0.1 (:mod:`~tmrl_vla.robots.sim.scene_link`'s protocol):
+camera frames for the ``mujoco_sim`` camera type, the simulated person's resets and success labels.
+Everything stays on loopback addresses.
 
 Which Python runs it: ``SimulatedFrankaConfig.python``, else ``$FRANKY_SIM_PYTHON``, else the
 ``python`` beside ``$FRANKY_SIM`` (franky-sim's executable), else ``$FRANKY_SIM_VENV/bin/python``,
@@ -20,7 +21,6 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -28,9 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from tmrl_vla.robots.sim.registry import register, unregister
+from tmrl_vla.robots.sim.scene_link import SceneCamera, SceneConnection
 
 SCENE_SCRIPT = Path(__file__).with_name("franka_scene.py")
 CAMERAS = ("front", "side")  # the scene's fixed cameras (franka_scene.CAMERAS)
@@ -180,7 +179,7 @@ class SimulatedFranka:
         size = self.config.image_size
         if (height, width) != (size, size):
             raise ValueError(f"the simulated Franka renders {size} x {size} images, not {height} x {width}")
-        return SceneCamera(SceneConnection(self._ready_port()), camera)
+        return SceneCamera(self._ready_port(), camera)
 
     def _scene(self) -> SceneConnection:
         if self._control is None:
@@ -191,56 +190,6 @@ class SimulatedFranka:
         if self.port is None:
             raise RuntimeError("the simulated Franka is not running: start() it first")
         return self.port
-
-
-class SceneConnection:
-    """One TCP connection to the scene: a JSON request per line, a JSON header line back (and, for
-    a frame, its RGB bytes)."""
-
-    def __init__(self, port: int, timeout_s: float = 5.0) -> None:
-        self.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-        self.file = self.socket.makefile("rwb")
-
-    def request(self, message: dict) -> dict:
-        header, _ = self._exchange(message)
-        return header
-
-    def frame(self, camera: str) -> np.ndarray:
-        header, pixels = self._exchange({"op": "frame", "camera": camera})
-        return pixels
-
-    def _exchange(self, message: dict) -> tuple[dict, np.ndarray | None]:
-        self.file.write(json.dumps(message).encode() + b"\n")
-        self.file.flush()
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("the simulated Franka's scene closed the connection")
-        header = json.loads(line)
-        if "error" in header:
-            raise ValueError(f"the simulated Franka's scene: {header['error']}")
-        pixels = None
-        if "shape" in header:
-            shape = tuple(header["shape"])
-            data = self.file.read(int(np.prod(shape)))
-            pixels = np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
-        return header, pixels
-
-    def close(self) -> None:
-        self.file.close()
-        self.socket.close()
-
-
-class SceneCamera:
-    """One camera of a :class:`SimulatedFranka`, over its own connection."""
-
-    def __init__(self, connection: SceneConnection, camera: str) -> None:
-        self.connection, self.camera = connection, camera
-
-    def read(self) -> np.ndarray:
-        return self.connection.frame(self.camera)
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 def save_untrained_policy(directory: str | Path, *, cameras: tuple[str, ...], image_size: int) -> tuple[str, str]:

@@ -1,5 +1,9 @@
 """A LeRobot ``Camera`` that renders a simulated robot's scene camera, as a USB camera would stream.
 
+The simulation is one started in this process (by name) or one served by another process (an
+address ``127.0.0.1:<port>``, :mod:`~tmrl_vla.robots.sim.scene_link`): the latter is how LeRobot's
+own command lines (``lerobot-record`` ...) see a simulated arm.
+
 Like LeRobot's OpenCV camera, a background thread produces frames at ``fps`` and the reads return
 the newest one; the thread also owns the renderer, because a GL context is current in one thread
 only. The renders use the scene's own settings (no shadows or reflections), so a frame equals what
@@ -17,6 +21,7 @@ from lerobot.cameras.camera import Camera
 
 from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
 from tmrl_vla.robots.sim.registry import running_simulation, running_simulations
+from tmrl_vla.robots.sim.scene_link import SceneCamera, parse_address
 
 
 class MujocoSimCamera(Camera):
@@ -48,19 +53,31 @@ class MujocoSimCamera(Camera):
         ]
 
     def connect(self, warmup: bool = True) -> None:
-        simulation = running_simulation(self.config.simulation)
-        if self.config.camera not in simulation.config.cameras:
-            cameras = list(simulation.config.cameras)
-            raise ValueError(f"{self}: the simulation renders the cameras {cameras}, not {self.config.camera!r}")
+        address = parse_address(self.config.simulation)
+        if address is not None:
+            port = address[1]
+
+            def open_camera():  # over the network: the frames come from the simulation's process
+                return SceneCamera(port, self.config.camera)
+
+        else:
+            simulation = running_simulation(self.config.simulation)
+            if self.config.camera not in simulation.config.cameras:
+                cameras = list(simulation.config.cameras)
+                raise ValueError(f"{self}: the simulation renders the cameras {cameras}, not {self.config.camera!r}")
+
+            def open_camera():
+                return simulation.open_camera(self.config.camera, self.config.height, self.config.width)
+
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(simulation,), name=str(self), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(open_camera,), name=str(self), daemon=True)
         self._thread.start()
         if warmup:
             self.async_read(timeout_ms=5000)
 
-    def _run(self, simulation) -> None:
+    def _run(self, open_camera) -> None:
         try:
-            camera = simulation.open_camera(self.config.camera, self.config.height, self.config.width)
+            camera = open_camera()  # in this thread: a renderer's GL context is current in one thread only
         except BaseException as err:
             self._error = err
             return

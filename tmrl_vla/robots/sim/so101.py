@@ -162,6 +162,18 @@ class SimulatedSO101:
             sim_time = float(self.data.time)
         return since is not None and sim_time - since >= self.config.hold_s
 
+    def held_for(self) -> float:
+        """How long (simulated seconds) the cube has been up; 0 when it is not."""
+        with self.lock:
+            since, now = self._lifted_since, float(self.data.time)
+        return 0.0 if since is None else now - since
+
+    def state(self) -> dict:
+        """The cube's position (m), whether it counts as picked, the simulation's time (s)."""
+        with self.lock:
+            cube, now = self.scene.cube_pos().tolist(), float(self.data.time)
+        return {"cube": cube, "success": self.success(), "time": now}
+
     def joint_positions(self) -> np.ndarray:
         """The scene's joint angles (rad; the gripper's opening in m): privileged, for tests."""
         with self.lock:
