@@ -128,7 +128,11 @@ def test_a_robot_run_pushes_its_agent_with_a_card_that_runs_it_on_the_arm(tiny_b
     assert cfg.hub == HubPush(repo_id="me/so101-dsrl")
     summary = train(cfg)
     assert summary["rl"]["commit_url"] == "https://huggingface.co/me/so101-dsrl/commit/c0ffee"
-    card = [c for c in fake_hub if c["call"] == "upload_folder"][-1]["files"]["README.md"].decode()
+    files = [c for c in fake_hub if c["call"] == "upload_folder"][-1]["files"]
+    card = files["README.md"].decode()
+    # trained through the env's unit conversion: the pushed policy converts LeRobot's degrees itself
+    steps = json.loads(files["policy_preprocessor.json"])["steps"]
+    assert steps[0]["registry_name"] == "tmrl_vla_robot_units_in" and len(steps[0]["config"]["scale"]) == 6
     assert "library_name: lerobot" in card and str(tmp_path) not in card
     assert "lerobot-record --robot.type=so101_follower --robot.port=<the arm's port>" in card
     assert "--policy.path=me/so101-dsrl" in card and "python recipes/finetune_so101.py" in card

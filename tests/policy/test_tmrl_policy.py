@@ -357,3 +357,40 @@ def test_an_agent_saved_again_in_place_keeps_what_it_carries(tmrl_run, tmp_path)
     assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*.safetensors")} == before
     assert (copy / "learning_curve.png").is_file()
     assert TMRLAgentPolicy.from_pretrained(copy).csp.base_hash == loaded.base_weights_hash
+
+
+def test_an_agent_trained_in_other_units_than_its_robots_converts_in_its_saved_processors(tmrl_run, tmp_path):
+    import dataclasses
+
+    import numpy as np
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from tmrl_vla.policy.modeling_tmrl import TMRLAgentPolicy
+    from tmrl_vla.rl.pretrained import TMRLAgent
+
+    _, agent, exported = tmrl_run
+    units = {"scale": [np.pi / 180] * 5 + [0.00045], "offset": [0.0] * 5 + [0.001]}  # degrees -> rad, 0..100 -> m
+    saved = dataclasses.replace(agent, robot_units=units).save_pretrained(tmp_path / "on_robot")
+    assert TMRLAgent.from_pretrained(saved).robot_units == units
+    policy = TMRLAgentPolicy.from_pretrained(saved)
+    assert policy.config.robot_units == units
+    pre, post = make_pre_post_processors(policy.config, pretrained_path=str(saved))
+    plain_pre, plain_post = make_pre_post_processors(policy.config, pretrained_path=str(exported))
+    degrees = torch.tensor([[10.0, -20.0, 30.0, 0.0, 45.0, 50.0]])
+    in_policy_units = degrees * torch.tensor(units["scale"]) + torch.tensor(units["offset"])
+    image = torch.rand(1, 3, 64, 64)
+    batch = {"observation.state": degrees, "observation.images.front": image, "task": ["pick up the cube"]}
+    plain = {"observation.state": in_policy_units, "observation.images.front": image, "task": ["pick up the cube"]}
+    torch.testing.assert_close(pre(batch)["observation.state"], plain_pre(plain)["observation.state"])
+    action = torch.randn(1, 6)
+    torch.testing.assert_close(
+        post(action), (plain_post(action) - torch.tensor(units["offset"])) / torch.tensor(units["scale"])
+    )
+    # saved again (a push re-exports the agent), the steps are there once
+    again = TMRLAgent.from_pretrained(saved).save_pretrained(tmp_path / "again")
+    steps = [s["registry_name"] for s in json.loads((again / "policy_preprocessor.json").read_text())["steps"]]
+    assert steps.count("tmrl_vla_robot_units_in") == 1 and steps[0] == "tmrl_vla_robot_units_in"
+    assert json.loads((again / "policy_postprocessor.json").read_text())["steps"][-1]["registry_name"] == (
+        "tmrl_vla_robot_units_out"
+    )
+    assert not TMRLAgent.from_pretrained(exported).robot_units  # an agent of a simulated task has none

@@ -37,6 +37,10 @@ class TMRLAgentConfig(PreTrainedConfig):
     embed_dim: int = 0  # the VLA's prefix embedding width (its eps_c head)
     # Act with the actor's mean (evaluation, deployment); False samples its heads as in training.
     deterministic: bool = True
+    # {"scale": [...], "offset": [...]}, one value per joint: the units of the robot the agent was
+    # fine-tuned on, as the base policy's = the robot's * scale + offset. The saved processors then
+    # convert the robot's state in and the actions out (processor_tmrl). None: the base's own units.
+    robot_units: dict | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

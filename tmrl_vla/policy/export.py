@@ -23,7 +23,12 @@ from tmrl_vla.csp.serialization import CSP_CONFIG_FILE, PROCESSOR_PREFIXES, hub_
 from tmrl_vla.hub import check_repo_id, library_versions, render_card, resolve_dir, update_card
 from tmrl_vla.policy.configuration_tmrl import TMRLAgentConfig
 from tmrl_vla.policy.modeling_tmrl import EMBEDDED_PREFIX, WEIGHTS_FILE, TMRLAgentPolicy, save_agent_weights
-from tmrl_vla.policy.processor_tmrl import PACKAGED_TINY_VLM, PACKAGED_TOKENIZER_STEP, is_packaged_tiny_vlm
+from tmrl_vla.policy.processor_tmrl import (
+    PACKAGED_TINY_VLM,
+    PACKAGED_TOKENIZER_STEP,
+    add_robot_units,
+    is_packaged_tiny_vlm,
+)
 
 BASE_FOLDER, ADAPTER_FOLDER = "base_policy", "csp_adapter"
 CURVE_FILE, TRAINING_FILE = "learning_curve.png", "training.json"
@@ -157,11 +162,14 @@ def export_agent(
         repo_id=repo_id,
         license=license,
         tags=card_tags(kind),
+        robot_units=agent.robot_units,
     )
     config.pretrained_path = None
     config._save_pretrained(directory)
     save_agent_weights(agent.agent, directory / WEIGHTS_FILE, include_critics=include_critics)
     copy_processors(base_dir, directory)
+    if agent.robot_units:
+        add_robot_units(directory, agent.robot_units)
     if curve is not None and Path(curve).is_file() and Path(curve).resolve() != (directory / CURVE_FILE).resolve():
         shutil.copy2(curve, directory / CURVE_FILE)
     training = {"results": agent.results or {}, "commands": commands or {}, "versions": library_versions()}

@@ -3,7 +3,12 @@
 An agent reads and acts exactly as its base does (the same normalisation statistics, the same
 tokenizer), so its processors are the base's pipelines, saved as LeRobot saves a policy's.
 
-One step is replaced where needed: LeRobot's tokenizer step records its tokenizer by name and
+Two things are added where needed. An agent fine-tuned on a robot whose joint units differ from
+its base policy's (``RobotEnvConfig.joint_scale/offset``) records them (``robot_units``), and its
+saved pipelines convert the robot's state in and the actions out (:class:`RobotUnitsInStep`,
+:class:`RobotUnitsOutStep`), so that ``lerobot-record --policy.path=<agent>`` drives that robot.
+
+And one step is replaced: LeRobot's tokenizer step records its tokenizer by name and
 loads it with ``AutoTokenizer.from_pretrained(name)``. The embedded default's tiny backbone ships
 inside this package, so its name would be a directory of the machine that saved it. The
 :class:`PackagedTokenizerStep` records the package-relative name instead and finds the installed
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from lerobot.processor import ProcessorStepRegistry, TokenizerProcessorStep
+from lerobot.processor.pipeline import ObservationProcessorStep, PolicyActionProcessorStep
+from lerobot.utils.constants import OBS_STATE
 
 from tmrl_vla.models.tiny_smolvla import TINY_VLM_DIR
 
@@ -69,3 +76,79 @@ def make_tmrl_pre_post_processors(config, dataset_stats=None, **_: Any):
         raise ValueError("a tmrl agent normalises with its base policy's statistics; it takes no dataset_stats")
     _, preprocessor, postprocessor = load_base(config, source=None)
     return portable_steps(preprocessor), postprocessor
+
+
+# Steps that put a robot's joint units around a policy trained in other units (an agent fine-tuned
+# on a robot through RobotEnv's joint_scale/offset), so LeRobot's own tools run it on that robot.
+ROBOT_UNITS_IN_STEP = "tmrl_vla_robot_units_in"
+ROBOT_UNITS_OUT_STEP = "tmrl_vla_robot_units_out"
+
+
+def _affine(value, scale: list[float], offset: list[float], *, inverse: bool):
+    """``value * scale + offset`` over the last dimension (or its inverse), for tensors and arrays."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        s = torch.as_tensor(scale, dtype=value.dtype, device=value.device)
+        o = torch.as_tensor(offset, dtype=value.dtype, device=value.device)
+    else:
+        value, s, o = np.asarray(value), np.asarray(scale), np.asarray(offset)
+    if value.shape[-1] != len(scale):
+        raise ValueError(f"the robot units are for {len(scale)} joints, the value has {value.shape[-1]}")
+    return (value - o) / s if inverse else value * s + o
+
+
+@ProcessorStepRegistry.register(name=ROBOT_UNITS_IN_STEP)
+@dataclass
+class RobotUnitsInStep(ObservationProcessorStep):
+    """The robot's ``observation.state`` in the policy's units: ``state * scale + offset``."""
+
+    scale: list[float]
+    offset: list[float]
+
+    def observation(self, observation):
+        if OBS_STATE in observation:
+            observation[OBS_STATE] = _affine(observation[OBS_STATE], self.scale, self.offset, inverse=False)
+        return observation
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "offset": list(self.offset)}
+
+    def transform_features(self, features):
+        return features
+
+
+@ProcessorStepRegistry.register(name=ROBOT_UNITS_OUT_STEP)
+@dataclass
+class RobotUnitsOutStep(PolicyActionProcessorStep):
+    """The policy's actions in the robot's units: ``(action - offset) / scale``."""
+
+    scale: list[float]
+    offset: list[float]
+
+    def action(self, action):
+        return _affine(action, self.scale, self.offset, inverse=True)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "offset": list(self.offset)}
+
+    def transform_features(self, features):
+        return features
+
+
+def add_robot_units(directory: Path, robot_units: dict) -> None:
+    """Put the robot-units steps into a saved agent's pipelines: first in its preprocessor (before
+    normalisation) and last in its postprocessor (after unnormalisation)."""
+    import json
+
+    config = {"scale": list(robot_units["scale"]), "offset": list(robot_units["offset"])}
+    for name, step, first in (
+        ("policy_preprocessor", ROBOT_UNITS_IN_STEP, True),
+        ("policy_postprocessor", ROBOT_UNITS_OUT_STEP, False),
+    ):
+        file = Path(directory) / f"{name}.json"
+        spec = json.loads(file.read_text())
+        entry = {"registry_name": step, "config": config}
+        spec["steps"] = [entry, *spec["steps"]] if first else [*spec["steps"], entry]
+        file.write_text(json.dumps(spec, indent=2))

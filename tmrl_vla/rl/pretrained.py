@@ -85,6 +85,8 @@ class TMRLAgent:
     results: dict | None = None  # what training measured (episodes, successes, last evaluation), for the card
     base_revision: str | None = None  # Hub revision of base_policy
     csp_revision: str | None = None  # Hub revision of csp_adapter
+    # The robot's joint units around the base's (TMRLAgentConfig.robot_units), or None.
+    robot_units: dict | None = None
 
     @property
     def actor(self):
@@ -92,10 +94,17 @@ class TMRLAgent:
 
     @classmethod
     def from_trainer(
-        cls, trainer, *, base_policy: str | None, csp_adapter: str | None, results: dict | None = None
+        cls,
+        trainer,
+        *,
+        base_policy: str | None,
+        csp_adapter: str | None,
+        results: dict | None = None,
+        robot_units: dict | None = None,
     ) -> TMRLAgent:
         """The agent a :class:`~tmrl_vla.rl.trainer.TMRLTrainer` holds (any object with its ``agent``,
-        ``config`` and ``csp``), recorded with the base policy and adapter it steers."""
+        ``config`` and ``csp``), recorded with the base policy and adapter it steers (and the robot's
+        joint units, when it was trained on a robot in other units than the base's)."""
         cfg, a = trainer.config, trainer.agent.actor.config
         return cls(
             agent=trainer.agent,
@@ -108,6 +117,7 @@ class TMRLAgent:
             csp_adapter=csp_adapter if cfg.agent.kind == "tmrl" else None,
             results=results,
             base_revision=getattr(trainer.csp.base_policy.config, "pretrained_revision", None),
+            robot_units=robot_units,
         )
 
     def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None, **export) -> Path:
@@ -162,6 +172,7 @@ class TMRLAgent:
             results=results,
             base_revision=meta.get("base_revision"),
             csp_revision=meta.get("csp_revision"),
+            robot_units=meta.get("robot_units"),
         )
 
     @classmethod

@@ -165,20 +165,32 @@ def run_rl_on_robot(
         result = trainer.train()
     finally:
         env.close()
+    units = env.config
+    robot_units = {"scale": list(units.joint_scale), "offset": list(units.joint_offset)} if units.joint_scale else None
     return _finish(
         trainer,
         result,
         policy=policy,
         adapter=adapter,
         label=label,
-        hint="a LeRobot policy",
+        hint="a LeRobot policy; on this robot: lerobot-record --policy.path={saved}",
         log=log,
         commands=commands,
+        robot_units=robot_units,
     )
 
 
 def _finish(
-    trainer: TMRLTrainer, result: dict, *, policy: str, adapter: str | None, label: str, hint: str, log, commands=None
+    trainer: TMRLTrainer,
+    result: dict,
+    *,
+    policy: str,
+    adapter: str | None,
+    label: str,
+    hint: str,
+    log,
+    commands=None,
+    robot_units: dict | None = None,
 ) -> dict:
     """Save the agent as a LeRobot policy with its card, and summarise the run. ``label`` names the
     env; ``hint`` says how to run the saved policy (``{saved}`` becomes its directory)."""
@@ -188,7 +200,9 @@ def _finish(
     result["final_eval_success"] = evals[-1] if evals else None
     result["episodes_to_80"] = episodes_to_threshold(rows, 0.8, min_episodes=cfg.success_window)
     results = {**result, "env": label}
-    agent = TMRLAgent.from_trainer(trainer, base_policy=policy, csp_adapter=adapter, results=results)
+    agent = TMRLAgent.from_trainer(
+        trainer, base_policy=policy, csp_adapter=adapter, results=results, robot_units=robot_units
+    )
     curve = trainer.out_dir / "learning_curve.png"
     saved = agent.save_pretrained(trainer.out_dir / AGENT_DIR, curve=curve, commands=commands)
     result |= {"metrics": str(trainer.metrics_file), "learning_curve": str(curve), "policy": str(saved)}
