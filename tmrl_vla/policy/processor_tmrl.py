@@ -6,7 +6,7 @@ tokenizer), so its processors are the base's pipelines, saved as LeRobot saves a
 Two things are added where needed. An agent fine-tuned on a robot whose joint units differ from
 its base policy's (``RobotEnvConfig.joint_scale/offset``) records them (``robot_units``), and its
 saved pipelines convert the robot's state in and the actions out (:class:`RobotUnitsInStep`,
-:class:`RobotUnitsOutStep`), so that ``lerobot-record --policy.path=<agent>`` drives that robot.
+:class:`RobotUnitsOutStep`), so that ``lerobot-rollout --policy.path=<agent>`` drives that robot.
 
 And one step is replaced: LeRobot's tokenizer step records its tokenizer by name and
 loads it with ``AutoTokenizer.from_pretrained(name)``. The embedded default's tiny backbone ships
@@ -99,42 +99,38 @@ def _affine(value, scale: list[float], offset: list[float], *, inverse: bool):
     return (value - o) / s if inverse else value * s + o
 
 
-@ProcessorStepRegistry.register(name=ROBOT_UNITS_IN_STEP)
 @dataclass
-class RobotUnitsInStep(ObservationProcessorStep):
-    """The robot's ``observation.state`` in the policy's units: ``state * scale + offset``."""
+class _RobotUnits:
+    """The units both steps carry: policy units = robot units * scale + offset, per joint."""
 
     scale: list[float]
     offset: list[float]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "offset": list(self.offset)}
+
+    def transform_features(self, features):
+        return features  # the same features, in other units
+
+
+@ProcessorStepRegistry.register(name=ROBOT_UNITS_IN_STEP)
+@dataclass
+class RobotUnitsInStep(_RobotUnits, ObservationProcessorStep):
+    """The robot's ``observation.state`` in the policy's units: ``state * scale + offset``."""
 
     def observation(self, observation):
         if OBS_STATE in observation:
             observation[OBS_STATE] = _affine(observation[OBS_STATE], self.scale, self.offset, inverse=False)
         return observation
 
-    def get_config(self) -> dict[str, Any]:
-        return {"scale": list(self.scale), "offset": list(self.offset)}
-
-    def transform_features(self, features):
-        return features
-
 
 @ProcessorStepRegistry.register(name=ROBOT_UNITS_OUT_STEP)
 @dataclass
-class RobotUnitsOutStep(PolicyActionProcessorStep):
+class RobotUnitsOutStep(_RobotUnits, PolicyActionProcessorStep):
     """The policy's actions in the robot's units: ``(action - offset) / scale``."""
-
-    scale: list[float]
-    offset: list[float]
 
     def action(self, action):
         return _affine(action, self.scale, self.offset, inverse=True)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"scale": list(self.scale), "offset": list(self.offset)}
-
-    def transform_features(self, features):
-        return features
 
 
 def add_robot_units(directory: Path, robot_units: dict) -> None:

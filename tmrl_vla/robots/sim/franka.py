@@ -179,17 +179,13 @@ class SimulatedFranka:
         size = self.config.image_size
         if (height, width) != (size, size):
             raise ValueError(f"the simulated Franka renders {size} x {size} images, not {height} x {width}")
-        return SceneCamera(self._ready_port(), camera)
+        self._scene()  # running, or an error saying so
+        return SceneCamera(self.port, camera)
 
     def _scene(self) -> SceneConnection:
         if self._control is None:
             raise RuntimeError("the simulated Franka is not running: start() it first")
         return self._control
-
-    def _ready_port(self) -> int:
-        if self.port is None:
-            raise RuntimeError("the simulated Franka is not running: start() it first")
-        return self.port
 
 
 def save_untrained_policy(directory: str | Path, *, cameras: tuple[str, ...], image_size: int) -> tuple[str, str]:
