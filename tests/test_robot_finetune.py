@@ -134,5 +134,5 @@ def test_a_robot_run_pushes_its_agent_with_a_card_that_runs_it_on_the_arm(tiny_b
     steps = json.loads(files["policy_preprocessor.json"])["steps"]
     assert steps[0]["registry_name"] == "tmrl_vla_robot_units_in" and len(steps[0]["config"]["scale"]) == 6
     assert "library_name: lerobot" in card and str(tmp_path) not in card
-    assert "lerobot-record --robot.type=so101_follower --robot.port=<the arm's port>" in card
+    assert "lerobot-rollout --strategy.type=base --robot.type=so101_follower --robot.port=<the arm's port>" in card
     assert "--policy.path=me/so101-dsrl" in card and "python recipes/finetune_so101.py" in card

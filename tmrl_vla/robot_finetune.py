@@ -269,7 +269,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
 
 def card_commands(cfg: RobotFinetuneConfig) -> dict[str, str]:
     """The commands an agent's card shows: how it was trained (hardware details as placeholders)
-    and how LeRobot's own recorder runs it on the arm."""
+    and how LeRobot's own ``lerobot-rollout`` runs it on the arm."""
     agent = cfg.hub.repo_id or "path/to/this/agent"
     recipe = "recipes/finetune_franka.py" if cfg.robot.type == "franka_franky" else "recipes/finetune_so101.py"
     policy = " --policy.path=<your policy> --csp.path=<its CSP adapter>" if cfg.policy.path else ""
@@ -279,9 +279,9 @@ def card_commands(cfg: RobotFinetuneConfig) -> dict[str, str]:
     hardware = f"--robot.type={kind} {where} --robot.id=<your arm> --robot.cameras=<your cameras>"
     return {
         "train": f"python {recipe} {hardware}{policy} --rl.agent.kind={cfg.rl.agent.kind}",
-        "evaluate": (  # on the arm, with LeRobot's own recorder
-            f"lerobot-record {hardware} --policy.path={agent} --dataset.repo_id=<you>/eval_{agent.split('/')[-1]} "
-            f'--dataset.single_task="{cfg.env.task}" --dataset.num_episodes=10'
+        "evaluate": (  # on the arm, with LeRobot's own deployment tool
+            f"lerobot-rollout --strategy.type=base {hardware} --policy.path={agent} "
+            f'--task="{cfg.env.task}" --fps={cfg.env.fps:g} --duration=60'
         ),
     }
 

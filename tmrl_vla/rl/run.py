@@ -173,7 +173,7 @@ def run_rl_on_robot(
         policy=policy,
         adapter=adapter,
         label=label,
-        hint="a LeRobot policy; on this robot: lerobot-record --policy.path={saved}",
+        hint="a LeRobot policy; on this robot: lerobot-rollout --strategy.type=base --policy.path={saved} ...",
         log=log,
         commands=commands,
         robot_units=robot_units,
