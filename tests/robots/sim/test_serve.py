@@ -59,36 +59,52 @@ def test_the_scene_server_answers_frames_state_resets_and_errors():
         SceneConnection(server.port)
 
 
+def serve(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
+    """The served SO-101 and the LeRobot flags it prints (robot, cameras, the expert as teleoperator)."""
+    command = [sys.executable, "-m", "tmrl_vla.robots.sim.serve", f"--calibration-dir={tmp_path / 'calibration'}"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if line.startswith("LeRobot flags: "):
+            return server, shlex.split(line.removeprefix("LeRobot flags: "))
+        if not line and server.poll() is not None:
+            break
+    server.kill()
+    raise AssertionError("the simulation did not print its flags")
+
+
+def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int, tool: str = "lerobot-record") -> Path:
+    """LeRobot's ``tool`` with ``flags``, one episode recorded; returns the dataset's root. A reply can
+    miss LeRobot's window at connect, where it does not retry (a loaded CPU; see serve.py): one more try."""
+    for attempt in range(2):
+        root = tmp_path / f"{name}{attempt}"
+        command = [
+            str(Path(sys.executable).with_name(tool)),
+            *flags,
+            f"--dataset.repo_id=local/{name}",
+            f"--dataset.root={root}",
+            "--dataset.num_episodes=1",
+            f"--dataset.episode_time_s={seconds}",
+            "--dataset.fps=25",
+            "--dataset.single_task=pick up the cube",
+            "--dataset.push_to_hub=false",
+            "--display_data=false",
+        ]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        if not (done.returncode and "There is no status packet" in done.stderr and "_handshake" in done.stderr):
+            break
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+ENV = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def test_lerobot_record_records_demonstrations_on_the_served_arm(tmp_path):
-    env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    serve = [sys.executable, "-m", "tmrl_vla.robots.sim.serve", f"--calibration-dir={tmp_path / 'calibration'}"]
-    server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server, flags = serve(tmp_path, ENV)
     try:
-        flags, deadline = None, time.monotonic() + 120
-        while flags is None and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if line.startswith("LeRobot flags: "):
-                flags = shlex.split(line.removeprefix("LeRobot flags: "))
-            assert line or server.poll() is None, "the simulation exited before it was ready"
-        assert flags is not None
-        for attempt in range(2):  # a reply can miss LeRobot's window at connect, where it does not retry
-            root = tmp_path / f"demos{attempt}"
-            record = [
-                str(Path(sys.executable).with_name("lerobot-record")),
-                *flags,
-                "--dataset.repo_id=local/served_demos",
-                f"--dataset.root={root}",
-                "--dataset.num_episodes=1",
-                "--dataset.episode_time_s=5",
-                "--dataset.fps=25",
-                "--dataset.single_task=pick up the cube",
-                "--dataset.push_to_hub=false",
-                "--display_data=false",
-            ]
-            done = subprocess.run(record, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-            if not (done.returncode and "There is no status packet" in done.stderr and "_handshake" in done.stderr):
-                break  # (see serve.py: a loaded CPU)
-        assert done.returncode == 0, done.stderr[-3000:]
+        root = record(tmp_path, ENV, flags, "served_demos", seconds=5)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -101,3 +117,33 @@ def test_lerobot_record_records_demonstrations_on_the_served_arm(tmp_path):
     gripper = np.array([demos[i]["action"][5].item() for i in range(len(demos))])
     assert gripper[0] > 80 and gripper.min() < 60  # the expert opened, then closed on the cube
     assert server.returncode == 0  # it stopped cleanly on SIGTERM
+
+
+def test_lerobot_rollout_runs_an_agent_fine_tuned_on_the_simulated_arm(tiny_base_policy, tmp_path):
+    """The user's last step: the agent the SO-101 recipe saved, deployed by LeRobot's own
+    ``lerobot-rollout`` (recording: ``--strategy.type=episodic``) on the arm. The tiny policy works
+    in the scene's units and the arm in LeRobot's degrees: the agent's saved processors convert, so
+    its commands are LeRobot degrees near where the arm is."""
+    from test_robot_finetune import recipe
+
+    run = subprocess.run(recipe(tiny_base_policy, tmp_path / "run", 4), env=ENV, capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    agent = tmp_path / "run" / "dsrl" / "pretrained_model"
+    server, flags = serve(tmp_path, ENV)
+    try:
+        robot = [f for f in flags if not f.startswith("--teleop.")]
+        rollout = [*robot, "--strategy.type=episodic", f"--policy.path={agent}", "--fps=25", "--task=pick up the cube"]
+        rollout += ["--dataset.reset_time_s=0", "--play_sounds=false"]
+        root = record(tmp_path, ENV, rollout, "rollout_agent", seconds=6, tool="lerobot-rollout")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    episode = LeRobotDataset("local/rollout_agent", root=root)
+    assert len(episode) >= 40
+    actions = np.stack([episode[i]["action"].numpy() for i in range(len(episode))])
+    states = np.stack([episode[i]["observation.state"].numpy() for i in range(len(episode))])
+    assert np.isfinite(actions).all()
+    # degrees, not radians read as degrees: the body joints' commands stay within 60 degrees of the arm
+    assert np.abs(actions[:, :5] - states[:, :5]).max() < 60 and np.abs(actions[:, :5]).max() > 2
