@@ -58,6 +58,7 @@ from tmrl_vla.robots.intervention import TeleopIntervention
 from tmrl_vla.robots.people import KeyboardPerson, SimulatedPerson
 from tmrl_vla.robots.recorder import EpisodeRecorder
 from tmrl_vla.robots.safety import safety_preset
+from tmrl_vla.robots.sim.franka import HOME as FRANKA_HOME
 from tmrl_vla.robots.sim.franka import SimulatedFranka, SimulatedFrankaConfig
 from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units, widen_reply_window
 
@@ -174,8 +175,6 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     summary: dict = {}
     franka_sim = cfg.simulated and cfg.robot.type not in SO10X
     if cfg.policy.path is None and franka_sim:
-        from tmrl_vla.robots.sim.franka import save_untrained_policy
-
         print(
             "[finetune] no --policy.path: an UNTRAINED tiny SmolVLA of the Franka's shape drives the simulated "
             "arm, to check the loop end to end (it has learned nothing, so there is nothing to fine-tune)"
@@ -347,3 +346,33 @@ def simulated_franka_setup(cfg: RobotFinetuneConfig, simulation: SimulatedFranka
         for name in sim.cameras
     }
     return dataclasses.replace(cfg.robot, ip=ip, realtime=False, cameras=cameras, calibration_dir=out / "calibration")
+
+
+def save_untrained_policy(directory: str | Path, *, cameras: tuple[str, ...], image_size: int) -> tuple[str, str]:
+    """A tiny SmolVLA of the simulated Franka's shape (7 joints and the gripper; one image per
+    camera), with random weights, and an untrained CSP adapter of it: (policy dir, adapter dir).
+    Only for checking the loop on the simulated arm: it has learned nothing. Reused when present."""
+    import torch
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
+
+    from tmrl_vla.csp.config import CSPConfig
+    from tmrl_vla.csp.policy import CSPPolicy
+    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
+
+    directory = Path(directory)
+    policy_dir, adapter_dir = directory / "policy", directory / "csp_adapter"
+    if (adapter_dir / "adapter_config.json").exists() or (adapter_dir / "config.json").exists():
+        return str(policy_dir), str(adapter_dir)
+    torch.manual_seed(0)
+    dims = len(FRANKA_HOME) + 1  # the joints and the gripper
+    policy = make_tiny_smolvla(
+        image_keys=[f"{OBS_IMAGES}.{c}" for c in cameras], image_size=image_size, state_dim=dims, action_dim=dims
+    )
+    home = torch.tensor([*FRANKA_HOME, 0.04])
+    stats = {key: {"mean": home, "std": torch.full((dims,), 0.5)} for key in (OBS_STATE, ACTION)}
+    pre, post = make_pre_post_processors(policy.config, dataset_stats=stats)
+    for part in (policy, pre, post):
+        part.save_pretrained(policy_dir)
+    CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(adapter_dir)
+    return str(policy_dir), str(adapter_dir)

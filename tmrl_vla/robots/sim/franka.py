@@ -186,33 +186,3 @@ class SimulatedFranka:
         if self._control is None:
             raise RuntimeError("the simulated Franka is not running: start() it first")
         return self._control
-
-
-def save_untrained_policy(directory: str | Path, *, cameras: tuple[str, ...], image_size: int) -> tuple[str, str]:
-    """A tiny SmolVLA of the simulated Franka's shape (7 joints and the gripper; one image per
-    camera), with random weights, and an untrained CSP adapter of it: (policy dir, adapter dir).
-    Only for checking the loop on the simulated arm: it has learned nothing. Reused when present."""
-    import torch
-    from lerobot.policies.factory import make_pre_post_processors
-    from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
-
-    from tmrl_vla.csp.config import CSPConfig
-    from tmrl_vla.csp.policy import CSPPolicy
-    from tmrl_vla.models.tiny_smolvla import make_tiny_smolvla
-
-    directory = Path(directory)
-    policy_dir, adapter_dir = directory / "policy", directory / "csp_adapter"
-    if (adapter_dir / "adapter_config.json").exists() or (adapter_dir / "config.json").exists():
-        return str(policy_dir), str(adapter_dir)
-    torch.manual_seed(0)
-    dims = len(HOME) + 1  # the joints and the gripper
-    policy = make_tiny_smolvla(
-        image_keys=[f"{OBS_IMAGES}.{c}" for c in cameras], image_size=image_size, state_dim=dims, action_dim=dims
-    )
-    home = torch.tensor([*HOME, 0.04])
-    stats = {key: {"mean": home, "std": torch.full((dims,), 0.5)} for key in (OBS_STATE, ACTION)}
-    pre, post = make_pre_post_processors(policy.config, dataset_stats=stats)
-    for part in (policy, pre, post):
-        part.save_pretrained(policy_dir)
-    CSPPolicy.from_base(policy, CSPConfig(noise_scale="none")).save_pretrained(adapter_dir)
-    return str(policy_dir), str(adapter_dir)
