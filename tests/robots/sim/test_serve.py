@@ -76,8 +76,9 @@ def serve(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
 
 def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int, tool: str = "lerobot-record") -> Path:
     """LeRobot's ``tool`` with ``flags``, one episode recorded; returns the dataset's root. A reply can
-    miss LeRobot's window at connect, where it does not retry (a loaded CPU; see serve.py): one more try."""
-    for attempt in range(2):
+    miss LeRobot's window while it connects, where it does not retry (a loaded CPU; see serve.py):
+    then the command is run again, up to three times in all; a failure after connecting is not."""
+    for attempt in range(3):
         root = tmp_path / f"{name}{attempt}"
         command = [
             str(Path(sys.executable).with_name(tool)),
@@ -92,7 +93,8 @@ def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int,
             "--display_data=false",
         ]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        if not (done.returncode and "There is no status packet" in done.stderr and "_handshake" in done.stderr):
+        missed_at_connect = "There is no status packet" in done.stderr and "robot.connect()" in done.stderr
+        if not (done.returncode and missed_at_connect):
             break
     assert done.returncode == 0, done.stderr[-3000:]
     return root

@@ -19,8 +19,8 @@ held up for ``--reset-after-s``, it is put down somewhere new. The arm's units a
 
 The emulated servos answer from a thread of this process. On a loaded CPU a reply can now and then
 miss LeRobot's reply window (~20 ms), which a real bus does not: the flags ask LeRobot to retry a
-read (``--robot.num_read_retries``), but its connect handshake does not retry, so a command line can
-fail at connect with "There is no status packet": run it again.
+read (``--robot.num_read_retries``), but the reads of its connect (handshake, calibration) do not
+retry, so a command line can fail while connecting with "There is no status packet": run it again.
 """
 
 from __future__ import annotations
