@@ -295,9 +295,8 @@ class RobotEnv(gym.Env):
         if self._bridge is not None:
             raise RuntimeError("a plan is already running: step (or stop_bridging) before planning again")
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, len(self.joint_names))
-        if not self.config.bridge or self._t == 0 or self._ended is not None or self._episode_over:
-            return
-        if len(actions) == 0:
+        over = self._t == 0 or self._ended is not None or self._episode_over  # nothing to continue
+        if not self.config.bridge or over or len(actions) == 0:
             return
         self._claim.clear()
         self._bridge = threading.Thread(target=self._run_bridge, args=(actions,), name="robot-bridge", daemon=True)
