@@ -18,7 +18,7 @@ held up for ``--reset-after-s``, it is put down somewhere new. The arm's units a
 (degrees, gripper 0..100), as on a real SO-101.
 
 The emulated servos answer from a thread of this process. On a loaded CPU a reply can now and then
-miss LeRobot's reply window (~20 ms), which a real bus does not: the flags ask LeRobot to retry a
+miss LeRobot's reply window (about 34 ms), which a real bus does not: the flags ask LeRobot to retry a
 read (``--robot.num_read_retries``), but the reads of its connect (handshake, calibration) do not
 retry, so a command line can fail while connecting with "There is no status packet": run it again.
 """
