@@ -105,13 +105,13 @@ def run_or_read(job: ComparisonRun) -> dict:
     """
     cfg = job.config
     metrics = metrics_file(job.run_dir)
-    if job.report and job.skip_missing and not (metrics.exists() and read_metrics(metrics)):
+    rows = read_metrics(metrics) if metrics.exists() else []
+    if job.report and job.skip_missing and not rows:
         return {"agent": cfg.agent.kind, "seed": cfg.seed, "complete": False, "decisions": 0}
     if job.report and not metrics.exists():
         raise FileNotFoundError(f"--report summarises existing runs, and {job.run_dir} has no metrics.jsonl")
     if not job.report:  # a report reads the runs whatever made them
         refuse_other_settings(job)
-    rows = read_metrics(metrics) if metrics.exists() else []
     finished = bool(rows) and rows[-1].get("decision") == cfg.total_decisions
     # a run that already reached the threshold has its answer: continuing it changes nothing measured
     settled = job.extend_unreached and _reached(rows, job)[job.measure] is not None
