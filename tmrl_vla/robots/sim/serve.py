@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     seed = args.seed
     try:
         while not stop.wait(0.05):
-            state = simulation.state()
-            if state["success"] and simulation.held_for() >= args.reset_after_s:
+            held = simulation.held_for()  # a success once it reaches hold_s
+            if held is not None and held >= max(args.reset_after_s, config.hold_s):
                 seed += 1
                 simulation.reset_scene(seed)
                 expert.reset()

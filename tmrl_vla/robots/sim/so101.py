@@ -157,16 +157,14 @@ class SimulatedSO101:
 
     def success(self) -> bool:
         """Whether the cube has been held up for ``hold_s`` (what a person would label a success)."""
-        with self.lock:
-            since = self._lifted_since
-            sim_time = float(self.data.time)
-        return since is not None and sim_time - since >= self.config.hold_s
+        held = self.held_for()
+        return held is not None and held >= self.config.hold_s
 
-    def held_for(self) -> float:
-        """How long (simulated seconds) the cube has been up; 0 when it is not."""
+    def held_for(self) -> float | None:
+        """How long (simulated seconds) the cube has been up; None when it is not."""
         with self.lock:
             since, now = self._lifted_since, float(self.data.time)
-        return 0.0 if since is None else now - since
+        return None if since is None else now - since
 
     def state(self) -> dict:
         """The cube's position (m), whether it counts as picked, the simulation's time (s)."""
