@@ -299,22 +299,10 @@ def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: P
     """Start the simulation and point the robot config at it: its servo bus's port, a calibration
     file for it, and its cameras. The embedded policy was trained in the scene's units (radians),
     so unless ``--env.joint_scale`` says otherwise, the env converts LeRobot's degrees to them."""
-    from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
-
     port = simulation.start(seed=cfg.rl.seed)
     calibration_dir = out / "calibration"
     simulation.write_calibration(calibration_dir, cfg.robot.id)
-    size = cfg.simulation.image_size
-    cameras = {
-        name: MujocoSimCameraConfig(
-            camera=name,
-            simulation=cfg.simulation.name,
-            width=size,
-            height=size,
-            fps=cfg.simulation.camera_fps or int(cfg.env.fps),
-        )
-        for name in cfg.simulation.cameras
-    }
+    cameras = simulation_cameras(cfg.simulation, cfg.env.fps)
     # The emulated bus answers from a thread of this process: on a loaded CPU a reply can miss
     # LeRobot's ~50 ms window now and then (about 1 read in 5000 at load 5 on 2 cores), which a real
     # bus never does; more retries keep a slow reply from ending the run.
@@ -331,21 +319,23 @@ def simulated_setup(cfg: RobotFinetuneConfig, simulation: SimulatedSO101, out: P
 def simulated_franka_setup(cfg: RobotFinetuneConfig, simulation: SimulatedFranka, out: Path) -> RobotConfig:
     """Start the simulated Franka and point the robot config at it: its loopback address, no
     real-time kernel (franky-sim's), and the scene's cameras."""
+    ip = simulation.start(seed=cfg.rl.seed)
+    cameras = simulation_cameras(cfg.franka_simulation, cfg.env.fps)
+    return dataclasses.replace(cfg.robot, ip=ip, realtime=False, cameras=cameras, calibration_dir=out / "calibration")
+
+
+def simulation_cameras(simulation: SimulatedSO101Config | SimulatedFrankaConfig, fps: float) -> dict:
+    """The robot's ``mujoco_sim`` cameras for a simulation's scene cameras, at its image size and
+    camera rate (the control rate ``fps`` unless it sets one)."""
     from tmrl_vla.robots.sim.config_mujoco_sim_camera import MujocoSimCameraConfig
 
-    sim = cfg.franka_simulation
-    ip = simulation.start(seed=cfg.rl.seed)
-    cameras = {
+    size = simulation.image_size
+    return {
         name: MujocoSimCameraConfig(
-            camera=name,
-            simulation=sim.name,
-            width=sim.image_size,
-            height=sim.image_size,
-            fps=sim.camera_fps or int(cfg.env.fps),
+            camera=name, simulation=simulation.name, width=size, height=size, fps=simulation.camera_fps or int(fps)
         )
-        for name in sim.cameras
+        for name in simulation.cameras
     }
-    return dataclasses.replace(cfg.robot, ip=ip, realtime=False, cameras=cameras, calibration_dir=out / "calibration")
 
 
 def save_untrained_policy(directory: str | Path, *, cameras: tuple[str, ...], image_size: int) -> tuple[str, str]:
