@@ -33,7 +33,7 @@ def test_addresses_are_loopback_ports_and_names_stay_names():
 def test_the_scene_server_answers_frames_state_resets_and_errors():
     sim = SimulatedSO101(SimulatedSO101Config(name="served_test"))
     sim.start(seed=3)
-    server = SceneServer(sim, expert=lambda: {"gripper.pos": 50.0}).start()
+    server = SceneServer(sim, image_size=64, expert=lambda: {"gripper.pos": 50.0}).start()
     link = SceneConnection(server.port)
     try:
         frame = link.frame("front")

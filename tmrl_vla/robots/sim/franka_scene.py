@@ -3,16 +3,16 @@
     <franky-sim venv>/bin/python franka_scene.py --hostname 127.0.0.1 --cameras front --image-size 64
 
 This file is a script for the simulator's virtual environment (``scripts/franka_sim.sh install``),
-not a module of the project: it imports only franky-sim, MuJoCo, NumPy and the standard library,
-because franky-sim brings its own MuJoCo (4.x) and the project keeps another. The project starts it
+not a module of the project: it imports only franky-sim, MuJoCo, NumPy, the standard library and
+``scene_link.py`` beside it (by its file name: a script's directory is on its import path), because
+franky-sim brings its own MuJoCo (4.x) and the project keeps another. The project starts it
 through :class:`tmrl_vla.robots.sim.franka.SimulatedFranka` and talks to it in two ways:
 
 * the arm, as to a real Franka: libfranka's protocol on ``--hostname`` (franky-sim's server, ports
   1337 and 1338), which the ``franka_franky`` robot connects to;
-* the scene, on a TCP port of 127.0.0.1 (the one printed at start): one JSON request per line,
-  ``{"op": "frame", "camera": "front"}`` (answered by a JSON header line and the RGB bytes),
-  ``{"op": "reset", "seed": 3}`` (the cube put back somewhere new, as a person would),
-  ``{"op": "state"}`` (the cube's position, whether it counts as picked, the arm's joints).
+* the scene, on a TCP port of 127.0.0.1 (the one printed at start), served by
+  ``scene_link.SceneServer``: camera frames, resets (the cube put back somewhere new, as a person
+  would) and the state (the cube's position, whether it counts as picked).
 
 It prints one line ``SCENE_READY {"hostname": ..., "port": ...}`` once both servers listen. The
 physics runs at franky-sim's 1 kHz in the main thread; each connection renders in its own thread
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socketserver
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from franky_sim import SimulationServer  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
+from scene_link import SceneServer  # noqa: E402  (beside this script; see the module docstring)
 
 CUBE_HALF = 0.02  # m
 CUBE_X = (0.45, 0.60)  # where the cube is put (m, in the arm's base frame)
@@ -66,10 +66,10 @@ def build_scene(cameras: list[str]) -> tuple[MujocoSimulator, object]:
 
 
 class Scene:
-    """The running simulation, as the request handlers see it."""
+    """The running simulation, as ``SceneServer`` serves it."""
 
-    def __init__(self, sim: MujocoSimulator, cameras: list[str], size: int, lift: float, hold_s: float) -> None:
-        self.sim, self.cameras, self.size, self.lift, self.hold_s = sim, cameras, size, lift, hold_s
+    def __init__(self, sim: MujocoSimulator, cameras: list[str], lift: float, hold_s: float) -> None:
+        self.sim, self.cameras, self.lift, self.hold_s = sim, cameras, lift, hold_s
         self.lock = threading.Lock()  # held by the physics step, scene updates and resets
         self.cube_z0 = CUBE_HALF
         self.lifted_since: float | None = None
@@ -78,7 +78,7 @@ class Scene:
     def cube_qpos(self) -> int:
         return int(self.sim.model.jnt_qposadr[self.sim.model.joint("cube").id])
 
-    def reset(self, seed: int) -> None:
+    def reset_scene(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
         model, data = self.sim.model, self.sim.data
         with self.lock:
@@ -105,47 +105,25 @@ class Scene:
             since, now = self.lifted_since, float(self.sim.data.time)
         return {"cube": cube, "success": since is not None and now - since >= self.hold_s, "time": now}
 
-
-def handler_for(scene: Scene):
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            renderer = None
-            try:
-                for line in self.rfile:
-                    request = json.loads(line)
-                    op = request.get("op")
-                    if op == "frame":
-                        camera = request.get("camera")
-                        if camera not in scene.cameras:
-                            self.reply({"error": f"the scene renders {scene.cameras}, not {camera!r}"})
-                            continue
-                        if renderer is None:  # one GL context per connection, made in its thread
-                            renderer = mujoco.Renderer(scene.sim.model, scene.size, scene.size)
-                        with scene.lock:
-                            renderer.update_scene(scene.sim.data, camera=camera)
-                        frame = np.ascontiguousarray(renderer.render())
-                        self.reply({"shape": list(frame.shape)}, frame.tobytes())
-                    elif op == "reset":
-                        scene.reset(int(request["seed"]))
-                        self.reply({"ok": True})
-                    elif op == "state":
-                        self.reply(scene.state())
-                    else:
-                        self.reply({"error": f"unknown op {op!r} (frame, reset, state)"})
-            finally:
-                if renderer is not None:
-                    renderer.close()
-
-        def reply(self, header: dict, payload: bytes = b"") -> None:
-            self.wfile.write(json.dumps(header).encode() + b"\n" + payload)
-            self.wfile.flush()
-
-    return Handler
+    def open_camera(self, camera: str, height: int, width: int) -> SceneCamera:
+        """A renderer of ``camera`` for the calling thread (each connection owns its GL context)."""
+        if camera not in self.cameras:
+            raise ValueError(f"the scene renders {self.cameras}, not {camera!r}")
+        return SceneCamera(self, camera, height, width)
 
 
-class ThreadingServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class SceneCamera:
+    def __init__(self, scene: Scene, camera: str, height: int, width: int) -> None:
+        self.scene, self.camera = scene, camera
+        self.renderer = mujoco.Renderer(scene.sim.model, height, width)
+
+    def read(self) -> np.ndarray:
+        with self.scene.lock:  # the physics does not step mid-update
+            self.renderer.update_scene(self.scene.sim.data, camera=self.camera)
+        return self.renderer.render()
+
+    def close(self) -> None:
+        self.renderer.close()
 
 
 def main() -> None:
@@ -162,13 +140,12 @@ def main() -> None:
         raise SystemExit(f"the simulated arm serves loopback addresses only, not {args.hostname}")
     cameras = [c for c in args.cameras.split(",") if c]
     sim, robot = build_scene(cameras)
-    scene = Scene(sim, cameras, args.image_size, args.lift, args.hold_s)
+    scene = Scene(sim, cameras, args.lift, args.hold_s)
     server = SimulationServer(sim, hostname_candidates=[args.hostname])
     server.init()  # binds libfranka's ports and starts the simulation
-    scene.reset(args.seed)
-    tcp = ThreadingServer(("127.0.0.1", args.port), handler_for(scene))
-    threading.Thread(target=tcp.serve_forever, name="scene-requests", daemon=True).start()
-    print("SCENE_READY " + json.dumps({"hostname": robot.hostname, "port": tcp.server_address[1]}), flush=True)
+    scene.reset_scene(args.seed)
+    requests = SceneServer(scene, image_size=args.image_size, port=args.port).start()
+    print("SCENE_READY " + json.dumps({"hostname": robot.hostname, "port": requests.port}), flush=True)
     parent, ticks = os.getppid(), 0
     try:
         while True:  # franky-sim's 1 kHz tick (SimulationServer.run_once), with the scene's lock and lift check
@@ -187,7 +164,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        tcp.shutdown()
+        requests.stop()
         server.cleanup()
         sim.cleanup()
         sys.stdout.flush()

@@ -92,12 +92,13 @@ class SceneCamera:
 
 
 class SceneServer:
-    """Serves an in-process simulation (``open_camera``, ``reset_scene``, ``state``; ``expert`` if
-    given: a function returning the expert's next action) on a port of 127.0.0.1, one thread per
-    connection, each camera connection with its own renderer."""
+    """Serves a simulation (``open_camera``, ``reset_scene``, ``state``; ``expert`` if given: a
+    function returning the expert's next action) on a port of 127.0.0.1, one thread per connection,
+    each with its own renderer per camera, of ``image_size`` square. It imports nothing of the
+    project, so franky-sim's environment runs it too (``franka_scene.py``)."""
 
-    def __init__(self, simulation, *, port: int = 0, expert=None) -> None:
-        self.simulation, self.expert = simulation, expert
+    def __init__(self, simulation, *, image_size: int, port: int = 0, expert=None) -> None:
+        self.simulation, self.image_size, self.expert = simulation, image_size, expert
         server = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -134,8 +135,7 @@ class SceneServer:
             if op == "frame":
                 camera = request.get("camera")
                 if camera not in cameras:
-                    config = sim.config
-                    cameras[camera] = sim.open_camera(camera, config.image_size, config.image_size)
+                    cameras[camera] = sim.open_camera(camera, self.image_size, self.image_size)
                 frame = np.ascontiguousarray(cameras[camera].read())
                 return {"shape": list(frame.shape)}, frame.tobytes()
             if op == "reset":

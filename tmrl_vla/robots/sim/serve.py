@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     expert = ScriptedExpertTeleop(ScriptedExpertTeleopConfig(simulation=config.name, seed=args.seed))
     expert.connect()
-    server = SceneServer(simulation, port=args.port, expert=expert.get_action).start()
+    server = SceneServer(simulation, image_size=config.image_size, port=args.port, expert=expert.get_action).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     ready = {"port": port, "scene_port": server.port, "calibration_dir": str(calibration_dir)}
