@@ -84,3 +84,39 @@ def test_log_prob_of_given_actions_matches_the_sampling_log_prob():
     assert all(torch.isfinite(v).all() for v in actor.log_prob(obs, {h: a.sign() for h, a in actions.items()}).values())
     with pytest.raises(ValueError, match="shape"):
         actor.log_prob(obs, {**actions, "z": actions["z"][:, :2]})
+
+
+def test_a_configured_start_sets_sigma_and_spread_whatever_the_state():
+    cfg = HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12, heads=("z", "y"), init_sigma=0.1, init_std=1.0)
+    pi = HighLevelPolicy(cfg)
+    prior = pi.prior()
+    assert sigma_from_y(torch.tanh(prior["y"][0])).item() == pytest.approx(0.1)
+    for mean, log_std in prior.values():
+        assert log_std.exp().flatten().tolist() == pytest.approx([1.0] * mean.shape[-1], rel=1e-5)
+    # the prior is what the heads give for zero trunk features: the state-dependent part adds to it
+    zero = pi.heads["y"](torch.zeros(1, cfg.hidden)).chunk(2, dim=-1)[0]
+    torch.testing.assert_close(zero, prior["y"][0])
+
+
+def test_without_a_configured_start_the_heads_keep_their_random_init():
+    torch.manual_seed(0)
+    plain = HighLevelPolicy(HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12))
+    torch.manual_seed(0)
+    unset = HighLevelPolicy(HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12, init_sigma=None, init_std=None))
+    for a, b in zip(plain.state_dict().values(), unset.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert plain.prior()["y"][0].abs().item() < 0.2  # sigma starts near 0.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(init_sigma=0.0), "init_sigma must lie strictly between 0 and 1"),
+        (dict(init_sigma=1.0), "init_sigma must lie strictly between 0 and 1"),
+        (dict(init_std=10.0), "init_std must lie strictly between"),
+        (dict(init_sigma=0.2, heads=("z",)), "has no y head"),
+    ],
+)
+def test_impossible_starts_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        HighLevelConfig(obs_dim=4, action_dim=2, embed_dim=3, **options)

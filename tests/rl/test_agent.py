@@ -96,3 +96,14 @@ def test_self_imitation_pulls_the_actor_to_its_successful_actions():
 def test_imitation_weight_must_not_be_negative():
     with pytest.raises(ValueError, match="imitation_weight"):
         SACConfig(imitation_weight=-1.0)
+
+
+def test_dsrl_ignores_a_sigma_start_as_it_ignores_heads():
+    from tmrl_vla.rl.agent import build_agent
+    from tmrl_vla.rl.config import AgentConfig, SACConfig
+
+    widths = dict(obs_dim=4, action_dim=2, embed_dim=3)
+    dsrl = build_agent(AgentConfig(kind="dsrl", init_sigma=0.1, hidden=8, num_critics=2), SACConfig(), **widths)
+    assert dsrl.actor.config.heads == ("z",) and dsrl.actor.config.init_sigma is None
+    tmrl = build_agent(AgentConfig(init_sigma=0.1, hidden=8, num_critics=2), SACConfig(), **widths)
+    assert tmrl.actor.config.init_sigma == 0.1

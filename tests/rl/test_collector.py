@@ -24,7 +24,7 @@ def make_collector(tiny_base_policy, episode_length, heads=("z", "y", "eps_c"), 
 
 def test_time_outs_bootstrap_with_the_true_next_observation(tiny_base_policy):
     collector, envs = make_collector(tiny_base_policy, episode_length=7)
-    first = collector.step(uniform=True)
+    first = collector.step(warmup="uniform")
     assert first.obs.shape == first.next_obs.shape == (2, 2 * collector.csp.embed_width + 6)
     assert not first.episode_end.any()
     assert torch.equal(collector._encoded[1], first.next_obs)  # reused by the next decision
@@ -62,7 +62,7 @@ def test_reward_is_summed_and_done_only_on_success(tiny_base_policy, monkeypatch
         return obs, r, term, trunc, info
 
     monkeypatch.setattr(PickCubeEnv, "step", fake_step)
-    t = collector.step(uniform=True)
+    t = collector.step(warmup="uniform")
     assert t.reward.tolist() == [1.0, 0.0] and t.done.tolist() == [1.0, 0.0]
     assert t.success.tolist() == [True, False] and t.episode_end.tolist() == [True, False]
     assert collector.successes == 1 and torch.equal(t.sigma, torch.zeros(2))  # DSRL: sigma stays 0
@@ -70,8 +70,8 @@ def test_reward_is_summed_and_done_only_on_success(tiny_base_policy, monkeypatch
 
 def test_episode_exploration_holds_each_envs_heads_until_its_episode_ends(tiny_base_policy, monkeypatch):
     collector, envs = make_collector(tiny_base_policy, episode_length=12, heads=("z", "y"), exploration="episode")
-    first = collector.step(uniform=True)  # warm-up: held uniform draws
-    second = collector.step(uniform=True)
+    first = collector.step(warmup="uniform")  # warm-up: held uniform draws
+    second = collector.step(warmup="uniform")
     for h in ("z", "y"):
         assert torch.equal(first.actions[h], second.actions[h])
         assert first.actions[h].abs().max() <= 1 and not torch.equal(first.actions[h][0], first.actions[h][1])

@@ -249,3 +249,21 @@ def test_the_comment_check_sees_every_dataclass_field():
         (cls,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name]
         annotated = [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)]
         assert annotated == [f.name for f in dataclasses.fields(getattr(config_module, name))], name
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(init_sigma=0.0), "init_sigma must lie strictly between 0 and 1"),
+        (dict(init_sigma=1.5), "init_sigma must lie strictly between 0 and 1"),
+        (dict(init_std=0.0), "init_std must be > 0"),
+    ],
+)
+def test_agent_start_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        AgentConfig(**options)
+
+
+def test_warmup_heads_must_be_a_known_draw():
+    with pytest.raises(ValueError, match="warmup_heads must be 'uniform' or 'prior'"):
+        SACConfig(warmup_heads="base")

@@ -53,3 +53,23 @@ def test_dsrl_decision_uses_no_sigma_or_context_noise(tiny_policy_and_batch):
     noise = latent_to_noise(d.actions["z"], 10, 32, 1.0)
     bare = copy.deepcopy(policy).predict_action_chunk(dict(batch), noise=noise)
     assert torch.equal(d.chunk, bare)
+
+
+def test_prior_warmup_draws_come_from_the_actors_start_not_from_the_state():
+    from tmrl_vla.rl.actor import sigma_from_y
+    from tmrl_vla.rl.decision import WARMUP_HEADS
+
+    actor = HighLevelPolicy(
+        HighLevelConfig(obs_dim=4, action_dim=3, embed_dim=5, heads=("z", "y"), init_sigma=0.1, init_std=0.01)
+    )
+    actions, log_probs = WARMUP_HEADS["prior"](actor, 64, torch.Generator().manual_seed(0))
+    assert log_probs == {} and actions["z"].shape == (64, 3) and actions["y"].shape == (64, 1)
+    sigma = sigma_from_y(actions["y"])
+    assert (sigma - 0.1).abs().max() < 0.01  # a narrow start stays at its sigma
+    held = {"z": torch.randn(2, 3), "y": torch.randn(2, 1)}
+    again, _ = WARMUP_HEADS["prior"](actor, 2, noise=held)
+    mean, log_std = actor.prior()["z"]
+    torch.testing.assert_close(again["z"], torch.tanh(mean + log_std.exp() * held["z"]))
+    wide = HighLevelPolicy(HighLevelConfig(obs_dim=4, action_dim=3, embed_dim=5, heads=("z", "y"), init_std=1.0))
+    spread = WARMUP_HEADS["prior"](wide, 4096, torch.Generator().manual_seed(0))[0]["z"]
+    assert 0.55 < spread.std().item() < 0.7  # tanh of N(0, 1): std about 0.63

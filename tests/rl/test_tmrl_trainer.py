@@ -406,3 +406,22 @@ def test_decisions_a_person_drove_are_not_the_agents(tiny_base_policy, tmp_path,
     assert t.successes > 0 and sum(driven) > 0  # the person drove and succeeded
     assert t.replay.total_added == 2 * 4 - sum(driven)  # their decisions never reached the replay
     assert len(t.success_replay) == 0  # and their successes are not the agent's
+
+
+def test_a_prior_warmup_plays_the_actors_start_then_hands_over_to_the_actor(tiny_base_policy, tmp_path):
+    """With ``warmup_heads="prior"`` the warm-up decisions are drawn at the configured start (here a
+    narrow one at sigma 0.1), and the actor's own first decisions begin from that same start."""
+    t = trainer(
+        tiny_base_policy,
+        tmp_path,
+        total_decisions=3,
+        warmup_decisions=2,
+        agent=AgentConfig(heads=("z", "y"), hidden=16, num_critics=2, init_sigma=0.1, init_std=0.01),
+        sac=SACConfig(utd=1, batch_size=4, warmup_heads="prior", updates_per_decision=0),
+    )
+    t.train()
+    t.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["actor/sigma_mean"] for r in rows[:2]] == pytest.approx([0.1, 0.1], abs=0.01)
+    # no updates: the actor's decision differs from its start only by what the state adds to the biases
+    assert abs(rows[2]["actor/sigma_mean"] - 0.1) < 0.1

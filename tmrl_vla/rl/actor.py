@@ -41,6 +41,8 @@ class HighLevelConfig:
     log_std_max: float = 2.0  # upper bound of every head's log standard deviation
     target_entropy: dict[str, float] = field(default_factory=dict)
     init_temperature: float = 0.05
+    init_sigma: float | None = None  # see AgentConfig.init_sigma
+    init_std: float | None = None  # see AgentConfig.init_std
 
     def __post_init__(self) -> None:
         unknown = set(self.heads) - set(HEADS)
@@ -48,6 +50,13 @@ class HighLevelConfig:
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
         if self.log_std_min >= self.log_std_max:
             raise ValueError("log_std_min must be < log_std_max")
+        if self.init_std is not None and not self.log_std_min < math.log(self.init_std) < self.log_std_max:
+            lo, hi = math.exp(self.log_std_min), math.exp(self.log_std_max)
+            raise ValueError(f"init_std must lie strictly between {lo:.4g} and {hi:.4g}, got {self.init_std}")
+        if self.init_sigma is not None and not 0 < self.init_sigma < 1:
+            raise ValueError(f"init_sigma must lie strictly between 0 and 1, got {self.init_sigma}")
+        if self.init_sigma is not None and "y" not in self.heads:
+            raise ValueError("init_sigma sets the y head's start, but this actor has no y head")
         extra = set(self.target_entropy) - set(self.heads)
         if extra:
             raise ValueError(f"target_entropy names heads that are off: {sorted(extra)}")
@@ -92,6 +101,31 @@ class HighLevelPolicy(nn.Module):
         self.log_alpha = nn.ParameterDict(
             {h: nn.Parameter(torch.tensor(math.log(config.init_temperature))) for h in config.heads}
         )
+        self._set_start(config)
+
+    @torch.no_grad()
+    def _set_start(self, config: HighLevelConfig) -> None:
+        """Point the heads' biases at the configured start (``init_sigma``, ``init_std``).
+
+        The biases are what every head outputs when the trunk's features are zero, so they are the
+        actor's state-independent start: :meth:`prior` reads them back."""
+        lo, hi = config.log_std_min, config.log_std_max
+        for name, layer in self.heads.items():
+            dim = config.head_dim(name)
+            if config.init_std is not None:  # invert log_std = lo + (hi - lo) (tanh(raw) + 1) / 2
+                layer.bias[dim:] = math.atanh(2.0 * (math.log(config.init_std) - lo) / (hi - lo) - 1.0)
+            if name == "y" and config.init_sigma is not None:
+                layer.bias[:dim] = math.atanh(2.0 * config.init_sigma - 1.0)
+
+    def prior(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per head, the (mean, log_std) (1, dim) that the head's biases alone give: the actor's
+        start, independent of the state (warm-up draws with ``warmup_heads="prior"`` come from it)."""
+        lo, hi = self.config.log_std_min, self.config.log_std_max
+        out = {}
+        for name, layer in self.heads.items():
+            mean, raw = layer.bias.detach()[None].chunk(2, dim=-1)
+            out[name] = (mean, lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0))
+        return out
 
     def distribution(self, obs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per head: (mean, log_std), log_std squashed into [log_std_min, log_std_max]."""

@@ -132,7 +132,13 @@ def build_agent(agent: AgentConfig, sac: SACConfig, *, obs_dim: int, action_dim:
     widths = dict(obs_dim=obs_dim, action_dim=action_dim, embed_dim=embed_dim)
     shared = dict(widths, heads=agent.active_heads, hidden=agent.hidden)
     actor = HighLevelPolicy(
-        HighLevelConfig(**shared, init_temperature=agent.init_temperature, target_entropy=dict(agent.target_entropy))
+        HighLevelConfig(
+            **shared,
+            init_temperature=agent.init_temperature,
+            target_entropy=dict(agent.target_entropy),
+            init_sigma=agent.init_sigma if "y" in agent.active_heads else None,
+            init_std=agent.init_std,
+        )
     )
     critics = CriticEnsemble(CriticConfig(**shared, num_critics=agent.num_critics))
     return SACAgent(actor, critics, sac)

@@ -151,9 +151,10 @@ class DecisionCollector:
                 noise[index] = self._draw(1, h)[0]
 
     @torch.no_grad()
-    def step(self, *, uniform: bool = False, deterministic: bool = False) -> Transitions:
+    def step(self, *, warmup: str | None = None, deterministic: bool = False) -> Transitions:
         """One decision in every env that is not retired; finished envs are reset for the next
-        decision, unless they were to retire after that episode."""
+        decision, unless they were to retire after that episode. ``warmup``: draw the heads as
+        ``rl.decision.WARMUP_HEADS[warmup]`` does instead of from the actor."""
         if self._obs is None:
             self.reset()
         rows = np.flatnonzero(~self.retired)
@@ -165,7 +166,7 @@ class DecisionCollector:
             self.actor,
             self._batch(self._take(self._obs, rows)),
             z_scale=self.z_scale,
-            uniform=uniform,
+            warmup=warmup,
             deterministic=deterministic,
             generator=self.generator,
             # the previous decision's next observation, if it covers exactly the envs deciding now

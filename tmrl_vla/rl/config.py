@@ -42,6 +42,14 @@ class AgentConfig:
     init_temperature: float = 0.05
     # Target entropy per head (e.g. {"eps_c": -10}); heads not named use -dim(head).
     target_entropy: dict[str, float] = field(default_factory=dict)
+    # Where the actor's sigma starts: the y head's initial mean, in (0, 1); DSRL, which has no y
+    # head, ignores it (as it ignores `heads`). None: 0.5, the middle of the range. A low start keeps
+    # the first episodes near the base policy (sigma 0 is the policy itself), which matters when the
+    # base already half-solves the task.
+    init_sigma: float | None = None
+    # Standard deviation (before the tanh) that every head starts with. None: what the layers'
+    # random init gives (about 0.22). 1.0 spreads z like the flow's own N(0, 1) noise, clipped by tanh.
+    init_std: float | None = None
 
     @property
     def active_heads(self) -> tuple[str, ...]:
@@ -65,6 +73,10 @@ class AgentConfig:
             raise ValueError("n_exec, hidden and num_critics must be >= 1")
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
+        if self.init_sigma is not None and not 0 < self.init_sigma < 1:
+            raise ValueError(f"init_sigma must lie strictly between 0 and 1, got {self.init_sigma}")
+        if self.init_std is not None and self.init_std <= 0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std}")
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,12 @@ class SACConfig:
     utd: int = 20  # critic updates per actor update (the paper's 20 for VLAs)
     # Actor updates (each after `utd` critic updates) per collected decision batch.
     updates_per_decision: int = 1
-    # Decisions with uniform random heads before any update.
+    # Decisions before any update, with heads drawn as `warmup_heads` says.
     warmup_decisions: int = 25
+    # "uniform": every head uniform in [-1, 1] (sigma uniform in [0, 1]), the paper's warm-up;
+    # "prior": from the actor's start (agent.init_sigma, agent.init_std), whatever the state, so the
+    # warm-up episodes look like the ones the actor will then play, near the base with a low sigma.
+    warmup_heads: Literal["uniform", "prior"] = "uniform"
     # Decisions per TD target (tmrl_vla.rl.nstep): 1 is one-step SAC.
     n_step: int = 1
     # "decision": fresh exploration noise for every head at every decision (SAC as usual);
@@ -131,6 +147,8 @@ class SACConfig:
             raise ValueError("warmup_decisions and updates_per_decision must be >= 0")
         if self.imitation_weight < 0:
             raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
+        if self.warmup_heads not in ("uniform", "prior"):
+            raise ValueError(f"warmup_heads must be 'uniform' or 'prior', got {self.warmup_heads!r}")
         if self.exploration not in ("decision", "episode"):
             raise ValueError(f"exploration must be 'decision' or 'episode', got {self.exploration!r}")
 

@@ -63,6 +63,26 @@ def random_heads(
     return actions, {}
 
 
+def prior_heads(
+    actor: HighLevelPolicy,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    noise: dict[str, torch.Tensor] | None = None,
+):
+    """Heads drawn from the actor's state-independent start (:meth:`HighLevelPolicy.prior`: its
+    ``init_sigma`` and ``init_std``), for warm-up decisions that look like the actor's first ones.
+
+    ``noise``: standard-normal draws per head (held over an episode) instead of fresh ones."""
+    actions = {}
+    for h, (mean, log_std) in actor.prior().items():
+        eps = noise[h] if noise is not None else torch.randn(batch_size, mean.shape[-1], generator=generator)
+        actions[h] = torch.tanh(mean + log_std.exp() * eps.to(mean.dtype))
+    return actions, {}
+
+
+WARMUP_HEADS = {"uniform": random_heads, "prior": prior_heads}
+
+
 @torch.no_grad()
 def decide(
     csp: CSPPolicy,
@@ -71,7 +91,7 @@ def decide(
     *,
     z_scale: float = 1.0,
     deterministic: bool = False,
-    uniform: bool = False,
+    warmup: str | None = None,
     generator: torch.Generator | None = None,
     encoded: tuple | None = None,
     image_grid: int = 1,
@@ -79,15 +99,16 @@ def decide(
     encoder: ObservationEncoder | None = None,
 ) -> Decision:
     """``encoded``: (prefix cache, features) already computed for this batch, e.g. as the previous
-    transition's next observation; ``uniform``: warm-up decision with uniform random heads;
+    transition's next observation; ``warmup``: a warm-up decision, its heads drawn by
+    ``WARMUP_HEADS[warmup]`` (``"uniform"`` or ``"prior"``) instead of the actor;
     ``noise``: the heads' standard-normal exploration draws (fresh ones when None); ``encoder``: a
     separate frozen observation encoder (None: the pooled VLA prefix). Everything random
     here, the CSP context noise when no eps_c head picks it included, comes from ``generator``: an
     evaluation with its own generator leaves the training's random stream untouched."""
     cache, features = encoded if encoded is not None else encode(csp, batch, image_grid, encoder)
     b = features.shape[0]
-    if uniform:
-        actions, log_probs = random_heads(actor, b, generator, noise)
+    if warmup is not None:
+        actions, log_probs = WARMUP_HEADS[warmup](actor, b, generator, noise)
     else:
         actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator, noise=noise)
     config = csp.base_policy.config

@@ -1,6 +1,6 @@
 """The TMRL (or DSRL) training loop: collect decisions, update SAC, evaluate, checkpoint.
 
-Reads top to bottom like CleanRL's SAC: build (seeded), warm up with uniform random heads, then one
+Reads top to bottom like CleanRL's SAC: build (seeded), warm up with random heads, then one
 loop of ``collect -> replay -> update`` with named ``is_eval_step`` / ``is_save_step`` branches. DSRL
 is the same loop with ``agent.kind="dsrl"``: only the z head, on the plain BC policy (wrapped
 without an adapter, so at sigma = 0 it is exactly the BC policy).
@@ -137,7 +137,7 @@ class TMRLTrainer:
         while self.decision < cfg.total_decisions:
             warmup = self.decision < cfg.sac.warmup_decisions
             episodes_before = self.episodes
-            row = self.collect(uniform=warmup)
+            row = self.collect(warmup=cfg.sac.warmup_heads if warmup else None)
             episode_ended = self.episodes > episodes_before
             stopping = self.should_stop is not None and self.should_stop()
             last = self.decision == cfg.total_decisions or stopping
@@ -166,10 +166,11 @@ class TMRLTrainer:
         progress.close()
         return {"decisions": self.decision, "episodes": self.episodes, "successes": self.successes}
 
-    def collect(self, *, uniform: bool) -> dict:
+    def collect(self, *, warmup: str | None) -> dict:
         """One decision in every env; its transitions go to the replay (through the n-step stage).
+        ``warmup``: how the heads are drawn before any update (``sac.warmup_heads``), None: the actor.
         Returns the decision's metrics, counted over all processes."""
-        t = self.collector.step(uniform=uniform)
+        t = self.collector.step(warmup=warmup)
         self._take_over(t)
         kept = t if t.intervened is None or not t.intervened.any() else t.select(~t.intervened)
         rows = self.nstep.push(kept) if len(kept.env_index) else None
