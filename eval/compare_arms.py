@@ -1,7 +1,7 @@
 """Two settings of the same agents, paired run by run: what the first training episodes bring.
 
     python eval/compare_arms.py --arm preset=outputs/start_base --arm prior=outputs/start_prior \
-        [--episodes 150] [--out outputs/compare_arms]
+        [--episodes 150] [--decisions D] [--out outputs/compare_arms]
 
 Each ``--arm NAME=DIR`` is the ``--out`` of one ``eval/compare_tmrl_dsrl.py`` suite (or of
 ``--archive``), run with the same shifts, seeds and length but other ``--rl.*`` settings; the first
@@ -12,7 +12,9 @@ For a robot, every training episode costs a person's time, so the measures are p
 
 * ``success_first``: the training success rate over the first ``--episodes`` episodes (what the
   person sees while it learns; the first row at or past that many episodes is read);
-* ``eval_last``: the deterministic agent's last evaluation (``eval/success_rate``).
+* ``eval_last``: the deterministic agent's last evaluation (``eval/success_rate``); with
+  ``--decisions D``, its last evaluation at or before decision D, so that arms of different lengths
+  (a short check against a suite's archived runs) are read at the same point.
 
 Per agent: the mean of each measure per arm, and the mean paired difference to the reference
 arm with a bootstrap 95% interval over pairs. Writes ``summary.json`` and ``curves.png`` (rolling
@@ -52,8 +54,12 @@ def success_first(rows: list[dict], episodes: int) -> float | None:
     return None if row is None else row["rollout/successes"] / row["rollout/episodes"]
 
 
-def eval_last(rows: list[dict]) -> float | None:
-    evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r]
+def eval_last(rows: list[dict], decisions: int | None = None) -> float | None:
+    """The last evaluation, at or before ``decisions`` when given (None: the run stops short of it)."""
+    if decisions is not None and (not rows or rows[-1]["decision"] < decisions):
+        return None
+    limit = rows[-1]["decision"] if decisions is None else decisions
+    evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r and r["decision"] <= limit]
     return evals[-1] if evals else None
 
 
@@ -66,11 +72,14 @@ def paired_difference(a: list[float], b: list[float], *, resamples: int = 10_000
     return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "pairs": len(diff)}
 
 
-def compare(arms: dict[str, Path], episodes: int) -> dict:
+def compare(arms: dict[str, Path], episodes: int, decisions: int | None = None) -> dict:
     runs = {name: find_runs(root) for name, root in arms.items()}
     reference, *others = arms
-    measures = {"success_first": lambda rows: success_first(rows, episodes), "eval_last": eval_last}
-    out: dict = {"episodes": episodes, "reference": reference, "agents": {}}
+    measures = {
+        "success_first": lambda rows: success_first(rows, episodes),
+        "eval_last": lambda rows: eval_last(rows, decisions),
+    }
+    out: dict = {"episodes": episodes, "decisions": decisions, "reference": reference, "agents": {}}
     for agent in ("tmrl", "dsrl"):
         keys = sorted(k for k in runs[reference] if k[1] == agent and all(k in runs[o] for o in others))
         per_agent: dict = {"pairs": [f"{s}/seed{k}" for s, _, k in keys]}
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", action="append", required=True, metavar="NAME=DIR", help="first: the reference")
     parser.add_argument("--episodes", type=int, default=150, help="training episodes success_first covers")
+    parser.add_argument("--decisions", type=int, default=None, help="read eval_last at or before this decision")
     parser.add_argument("--out", default="outputs/compare_arms")
     args = parser.parse_args(argv)
     arms = {}
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         arms[name] = Path(root)
     if len(arms) < 2:
         parser.error("give at least two --arm (the first is the reference)")
-    summary = compare(arms, args.episodes)
+    summary = compare(arms, args.episodes, args.decisions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

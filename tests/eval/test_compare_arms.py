@@ -55,3 +55,11 @@ def test_a_run_shorter_than_the_window_is_not_counted():
 def test_an_arm_needs_an_existing_directory(tmp_path):
     with pytest.raises(SystemExit):
         arms.main(["--arm", f"a={tmp_path}", "--arm", "b=missing"])
+
+
+def test_eval_is_read_at_a_common_decision_when_the_arms_differ_in_length():
+    rows = [{"decision": d, "eval/success_rate": d / 1000} for d in (100, 200, 300, 400)]
+    assert arms.eval_last(rows) == pytest.approx(0.4)
+    assert arms.eval_last(rows, 250) == pytest.approx(0.2)  # the last one at or before it
+    assert arms.eval_last(rows, 400) == pytest.approx(0.4)
+    assert arms.eval_last(rows, 500) is None  # the run stops short: not read as if it had got there
