@@ -32,7 +32,9 @@ run ``--role test`` once, at the end. The same command with ``--report`` added w
 and figures again from the runs as they stand, training nothing; while a suite is still running, its
 report covers the shifts whose runs are all complete and names the others. ``--archive DIR`` copies
 each complete run's metrics (gzipped) and env record to ``DIR/<shift>/<agent>/seed<k>/``, without
-checkpoints: a report with ``--out DIR`` then reads them there.
+checkpoints: a report with ``--out DIR`` then reads them there. With ``--archive``, a run that
+``--out`` does not hold but the archive holds finished at this length is copied back from it
+first (and said so), so a suite resumes from its archive after its ``--out`` is gone.
 """
 
 from __future__ import annotations
@@ -188,11 +190,17 @@ def write_comparison(out: Path, results: list[dict], args, threshold: float) -> 
     return summary
 
 
+def archived_dir(args, shift: str, job) -> Path:
+    """Where ``--archive`` keeps ``job``'s run: ``DIR/<shift>/<agent>/seed<k>`` (one task: no shift)."""
+    run = Path(job.run_dir)
+    return Path(args.archive) / (shift if args.suite else "") / run.parent.name / run.name
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse(argv)
     from tmrl_vla.assets import default_policy_and_adapter
     from tmrl_vla.envs.spec import EnvSpec
-    from tmrl_vla.rl.comparison import archive_run, comparison_runs, plot_suite, suite_summary
+    from tmrl_vla.rl.comparison import archive_run, comparison_runs, plot_suite, restore_archived, suite_summary
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +228,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
         for shift, directory in dirs.items()
     }
+    if args.archive and not args.report:
+        for shift, shift_jobs in jobs.items():
+            for job in shift_jobs:
+                if restore_archived(archived_dir(args, shift, job), job.run_dir, job.config.total_decisions):
+                    print(f"restored from the archive: {job.run_dir}")
     # all shifts' runs in one pool, shift after shift: --jobs stays busy and the first shifts finish first
     results = iter(run_all([job for shift_jobs in jobs.values() for job in shift_jobs], args.jobs, args.report))
     by_shift = {shift: [next(results) for _ in shift_jobs] for shift, shift_jobs in jobs.items()}
@@ -227,8 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         for shift, shift_jobs in jobs.items():
             for job, result in zip(shift_jobs, by_shift[shift], strict=True):
                 if result["complete"]:
-                    run = Path(job.run_dir)
-                    archive_run(run, Path(args.archive) / (shift if args.suite else "") / run.parent.name / run.name)
+                    archive_run(job.run_dir, archived_dir(args, shift, job))
     # a suite's interim report: only the shifts whose runs are all complete
     left_out = {
         shift: f"{sum(r['complete'] for r in results)} of {len(results)} runs complete"

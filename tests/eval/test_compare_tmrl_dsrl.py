@@ -142,6 +142,12 @@ def test_tiny_suite_runs_each_shift_resumes_and_reports_without_training(
     ]
     compare.main([*report, "--out", str(archive)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pooled"] == first["pooled"]
+    # the suite again into an empty --out with that archive: its finished runs come back from it (run_rl refuses)
+    fresh = tmp_path / "fresh"
+    compare.main(tiny_suite_args(tiny_base_policy, tiny_adapter, split, fresh, "--archive", str(archive)))
+    printed = capsys.readouterr().out
+    assert printed.count("restored from the archive:") == 4
+    assert json.loads(printed.strip().splitlines()[-1])["pooled"] == first["pooled"]
     # an interim report: a shift with a run not made yet (or not finished) is left out, and named
     shutil.rmtree(archive / "green_cube" / "dsrl")
     compare.main([*report, "--out", str(archive)])

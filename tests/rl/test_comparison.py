@@ -7,11 +7,13 @@ import pytest
 from tmrl_vla.envs.spec import EnvSpec
 from tmrl_vla.rl.comparison import (
     ComparisonRun,
+    archive_run,
     comparison_runs,
     geometric_mean_ratio,
     pool_shifts,
     pooled_ratio_ci,
     read_split,
+    restore_archived,
     role_shifts,
     run_or_read,
     shift_summary,
@@ -346,3 +348,18 @@ def test_a_finished_run_is_read_back_only_with_the_settings_it_was_made_with(tmp
     # a report reads the run as it stands, whatever it is asked with
     assert run_or_read(dataclasses.replace(job(env=EnvSpec(shift="moved_camera")), report=True)) == first
     assert trained == ["run"]
+
+
+def test_an_archived_run_comes_back_only_into_an_empty_run_dir_and_only_at_its_length(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"decision": d, "rollout/episodes": d} for d in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "env.json").write_text(json.dumps({"shift": "dim_light"}))
+    archived = archive_run(run, tmp_path / "archive" / "tmrl" / "seed0")
+    assert not restore_archived(archived, tmp_path / "longer", total_decisions=4)  # not finished at this length
+    assert not (tmp_path / "longer").exists()
+    assert not restore_archived(archived, run, total_decisions=3)  # run holds its own metrics: left alone
+    assert restore_archived(archived, tmp_path / "lost", total_decisions=3)
+    assert sorted(p.name for p in (tmp_path / "lost").iterdir()) == ["env.json", "metrics.jsonl.gz"]
+    assert not restore_archived(archived, tmp_path / "lost", total_decisions=3)  # once
