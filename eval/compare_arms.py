@@ -111,8 +111,8 @@ def plot(arms: dict[str, Path], path: Path, episodes: int) -> None:
                 if a == agent:
                     ep = np.array([r["rollout/episodes"] for r in rows])
                     curves.append(np.interp(grid, ep, [r["rollout/success_recent"] for r in rows], right=np.nan))
-            if curves:
-                ax.plot(grid, np.nanmean(curves, axis=0), label=f"{name} ({len(curves)} runs)")
+            if curves:  # the mean stops where the shortest run does: no tail drawn by a few long runs
+                ax.plot(grid, np.mean(curves, axis=0), label=f"{name} ({len(curves)} runs)")
         ax.axvline(episodes, color="grey", lw=0.8, ls=":")
         ax.set(title=agent.upper(), xlabel="training episodes")
         ax.legend(fontsize=8)
