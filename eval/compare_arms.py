@@ -58,8 +58,11 @@ def eval_last(rows: list[dict], decisions: int | None = None) -> float | None:
     """The last evaluation, at or before ``decisions`` when given (None: the run stops short of it)."""
     if decisions is not None and (not rows or rows[-1]["decision"] < decisions):
         return None
-    limit = rows[-1]["decision"] if decisions is None else decisions
-    evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r and r["decision"] <= limit]
+    evals = [
+        r["eval/success_rate"]
+        for r in rows
+        if "eval/success_rate" in r and (decisions is None or r["decision"] <= decisions)
+    ]
     return evals[-1] if evals else None
 
 
