@@ -90,19 +90,13 @@ def restore_archived(archived: str | Path, run_dir: str | Path, total_decisions:
     """Copy a run finished at ``total_decisions`` back from its archive (:func:`archive_run`) into
     ``run_dir`` when ``run_dir`` holds nothing of it yet, so that a suite whose ``--out`` was lost
     resumes with what its archive kept instead of training those runs again. True when restored."""
-    import shutil
-
-    archived, run_dir = Path(archived), Path(run_dir)
-    source = archived / "metrics.jsonl.gz"
+    source = metrics_file(archived)
     if metrics_file(run_dir).exists() or checkpoint.latest_checkpoint(run_dir) is not None or not source.exists():
         return False
     rows = read_metrics(source)
     if not rows or rows[-1].get("decision") != total_decisions:  # another length: not this run
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, run_dir / source.name)
-    if (archived / ENV_FILE).exists():
-        shutil.copyfile(archived / ENV_FILE, run_dir / ENV_FILE)
+    archive_run(archived, run_dir)  # the same copy the other way: gzipped metrics and the env record
     return True
 
 
