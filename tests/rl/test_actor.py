@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy, sigma_from_y, tanh_gaussian_log_prob
+from tmrl_vla.rl.actor import (
+    HighLevelConfig,
+    HighLevelPolicy,
+    sigma_from_y,
+    tanh_gaussian_log_prob,
+    y_from_sigma,
+    y_position,
+)
 from tmrl_vla.rl.sac import temperature_loss
 
 
@@ -98,6 +105,33 @@ def test_a_configured_start_sets_sigma_and_spread_whatever_the_state():
     torch.testing.assert_close(zero, prior["y"][0])
 
 
+def test_the_sigma_map_puts_its_centre_at_y_zero_and_keeps_the_whole_range():
+    y = torch.linspace(-1, 1, 201)[:, None]
+    torch.testing.assert_close(sigma_from_y(y), y_position(y))  # 0.5: the paper's linear map
+    for centre in (0.05, 0.1, 0.3, 0.5, 0.8):
+        sigma = sigma_from_y(y, centre)
+        assert sigma[0].item() == 0.0 and sigma[-1].item() == pytest.approx(1.0)
+        assert sigma[100].item() == pytest.approx(centre)  # y = 0
+        assert (sigma.diff() >= 0).all()
+        for target in (0.02, 0.1, 0.6):
+            back = sigma_from_y(torch.tensor([[y_from_sigma(target, centre)]]), centre)
+            assert back.item() == pytest.approx(target, rel=1e-3)  # float32
+    # a low centre gives the lower half of y to sigmas below it: where uniform warm-up draws go
+    below = sigma_from_y(torch.rand(10_000, 1) * 2 - 1, 0.1) < 0.1
+    assert below.float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_start_sigma_is_met_under_a_bent_map():
+    cfg = HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12, heads=("z", "y"), init_sigma=0.3, sigma_centre=0.1)
+    pi = HighLevelPolicy(cfg)
+    assert pi.sigma(torch.tanh(pi.prior()["y"][0])).item() == pytest.approx(0.3)
+    # the actor's map is the one its decisions use; at 0.5 it is the linear one
+    linear = HighLevelPolicy(HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12, heads=("z", "y")))
+    y = torch.tensor([[0.0], [0.5]])
+    assert pi.sigma(y).tolist() == pytest.approx([0.1, 0.75 ** (math.log(0.1) / math.log(0.5))])
+    assert linear.sigma(y).tolist() == pytest.approx([0.5, 0.75])
+
+
 def test_without_a_configured_start_the_heads_keep_their_random_init():
     torch.manual_seed(0)
     plain = HighLevelPolicy(HighLevelConfig(obs_dim=10, action_dim=6, embed_dim=12))
@@ -115,6 +149,7 @@ def test_without_a_configured_start_the_heads_keep_their_random_init():
         (dict(init_sigma=1.0), "init_sigma must lie strictly between 0 and 1"),
         (dict(init_std=10.0), "init_std must lie strictly between"),
         (dict(init_sigma=0.2, heads=("z",)), "has no y head"),
+        (dict(sigma_centre=1.0), "sigma_centre must lie strictly between 0 and 1"),
     ],
 )
 def test_impossible_starts_are_refused(options, message):

@@ -257,6 +257,8 @@ def test_the_comment_check_sees_every_dataclass_field():
         (dict(init_sigma=0.0), "init_sigma must lie strictly between 0 and 1"),
         (dict(init_sigma=1.5), "init_sigma must lie strictly between 0 and 1"),
         (dict(init_std=0.0), "init_std must be > 0"),
+        (dict(sigma_centre=0.0), "sigma_centre must lie strictly between 0 and 1"),
+        (dict(sigma_centre=1.0), "sigma_centre must lie strictly between 0 and 1"),
     ],
 )
 def test_agent_start_options_are_checked(options, message):

@@ -15,12 +15,14 @@ def test_latent_to_noise_repeats_z_over_the_chunk():
     assert torch.equal(noise[0, :, :2], torch.tensor([[1.0, -2.0]] * 3)) and not noise[..., 2:].any()
 
 
-def make(policy, batch, heads):
+def make(policy, batch, heads, **actor_options):
     csp = CSPPolicy.from_base(copy.deepcopy(policy), CSPConfig())
     csp.calibrate_segment_scales([dict(batch)])
     obs_dim = 2 * csp.embed_width + batch["observation.state"].shape[1]
     actor = HighLevelPolicy(
-        HighLevelConfig(obs_dim=obs_dim, action_dim=6, embed_dim=csp.embed_width, heads=heads, hidden=32)
+        HighLevelConfig(
+            obs_dim=obs_dim, action_dim=6, embed_dim=csp.embed_width, heads=heads, hidden=32, **actor_options
+        )
     )
     return csp, actor
 
@@ -32,6 +34,25 @@ def test_tmrl_decision_shapes(tiny_policy_and_batch):
     assert d.chunk.shape == (3, 10, 6) and torch.isfinite(d.chunk).all()
     assert set(d.actions) == {"z", "y", "eps_c"} and d.sigma.shape == (3,)
     assert d.features.shape == (3, 2 * csp.embed_width + 6)
+
+
+def test_the_policy_gets_sigma_by_the_actors_map(tiny_policy_and_batch):
+    from tmrl_vla.rl.actor import sigma_from_y
+
+    policy, batch = tiny_policy_and_batch
+    csp, actor = make(policy, batch, ("z", "y"), sigma_centre=0.1)
+    seen = []
+    original = csp.conditioned
+
+    def spy(sigma, batch_size, context_noise=None, generator=None):
+        seen.append(sigma)
+        return original(sigma, batch_size, context_noise, generator)
+
+    csp.conditioned = spy
+    d = decide(csp, actor, dict(batch), warmup="uniform", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(d.sigma, sigma_from_y(d.actions["y"], 0.1))
+    torch.testing.assert_close(seen[0], d.sigma)
+    assert not torch.allclose(d.sigma, sigma_from_y(d.actions["y"]))
 
 
 def test_dsrl_decision_uses_no_sigma_or_context_noise(tiny_policy_and_batch):

@@ -3,7 +3,8 @@
 Three tanh-Gaussian heads, each in [-1, 1] (TMRL paper, section 3):
 
 * ``z``: the flow's initial-noise latent (action dimension), repeated over the chunk as in DSRL;
-* ``y``: one scalar, ``sigma = (y + 1) / 2``;
+* ``y``: one scalar; ``sigma = ((y + 1) / 2) ** k``, ``k = 1`` unless ``sigma_centre`` moves the
+  sigma that ``y = 0`` gives (:func:`sigma_from_y`);
 * ``eps_c``: the context noise (the VLA's embedding width), tiled over the context tokens.
 
 Any head can be switched off; DSRL is ``heads=("z",)`` on the plain BC policy. Log-probabilities are
@@ -43,6 +44,7 @@ class HighLevelConfig:
     init_temperature: float = 0.05
     init_sigma: float | None = None  # see AgentConfig.init_sigma
     init_std: float | None = None  # see AgentConfig.init_std
+    sigma_centre: float = 0.5  # see AgentConfig.sigma_centre
 
     def __post_init__(self) -> None:
         unknown = set(self.heads) - set(HEADS)
@@ -55,6 +57,8 @@ class HighLevelConfig:
             raise ValueError(f"init_std must lie strictly between {lo:.4g} and {hi:.4g}, got {self.init_std}")
         if self.init_sigma is not None and not 0 < self.init_sigma < 1:
             raise ValueError(f"init_sigma must lie strictly between 0 and 1, got {self.init_sigma}")
+        if not 0 < self.sigma_centre < 1:
+            raise ValueError(f"sigma_centre must lie strictly between 0 and 1, got {self.sigma_centre}")
         if self.init_sigma is not None and "y" not in self.heads:
             raise ValueError("init_sigma sets the y head's start, but this actor has no y head")
         extra = set(self.target_entropy) - set(self.heads)
@@ -115,7 +119,7 @@ class HighLevelPolicy(nn.Module):
             if config.init_std is not None:  # invert log_std = lo + (hi - lo) (tanh(raw) + 1) / 2
                 layer.bias[dim:] = math.atanh(2.0 * (math.log(config.init_std) - lo) / (hi - lo) - 1.0)
             if name == "y" and config.init_sigma is not None:
-                layer.bias[:dim] = math.atanh(2.0 * config.init_sigma - 1.0)
+                layer.bias[:dim] = math.atanh(y_from_sigma(config.init_sigma, config.sigma_centre))
 
     def prior(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per head, the (mean, log_std) (1, dim) that the head's biases alone give: the actor's
@@ -182,6 +186,10 @@ class HighLevelPolicy(nn.Module):
             out[name] = tanh_gaussian_log_prob(u, mean, log_std)
         return out
 
+    def sigma(self, y: torch.Tensor) -> torch.Tensor:
+        """Sigma (b,) for the y head's (b, 1) output, by this actor's map (``sigma_centre``)."""
+        return sigma_from_y(y, self.config.sigma_centre)
+
     def alphas(self) -> dict[str, torch.Tensor]:
         return {h: v.exp() for h, v in self.log_alpha.items()}
 
@@ -189,6 +197,27 @@ class HighLevelPolicy(nn.Module):
         return list(self.trunk.parameters()) + list(self.heads.parameters())
 
 
-def sigma_from_y(y: torch.Tensor) -> torch.Tensor:
-    """The y head's (b, 1) output in [-1, 1] -> sigma (b,) in [0, 1]."""
+def y_position(y: torch.Tensor) -> torch.Tensor:
+    """The y head's (b, 1) output in [-1, 1] -> its position (b,) in [0, 1], ``(y + 1) / 2``."""
     return ((y.squeeze(-1) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def sigma_exponent(centre: float) -> float:
+    """The k of ``sigma = position ** k`` that puts ``centre`` at ``y = 0`` (position 1/2)."""
+    return math.log(centre) / math.log(0.5)
+
+
+def sigma_from_y(y: torch.Tensor, centre: float = 0.5) -> torch.Tensor:
+    """The y head's (b, 1) output in [-1, 1] -> sigma (b,) in [0, 1], with ``y = 0`` at ``centre``.
+
+    A tanh-Gaussian's entropy is largest with its mean at 0, so an actor that its critics do not yet
+    inform (0/1 rewards, early on) drifts towards ``y = 0`` whatever its start. ``centre`` says which
+    sigma that resting point is: 0.5 (the paper's linear map) or lower, near the base policy (sigma 0
+    is the policy itself), with every sigma in [0, 1] still reachable."""
+    position = y_position(y)
+    return position if centre == 0.5 else position ** sigma_exponent(centre)
+
+
+def y_from_sigma(sigma: float, centre: float = 0.5) -> float:
+    """The inverse of :func:`sigma_from_y` for one sigma in (0, 1)."""
+    return 2.0 * sigma ** (1.0 / sigma_exponent(centre)) - 1.0

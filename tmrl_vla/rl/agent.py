@@ -138,6 +138,7 @@ def build_agent(agent: AgentConfig, sac: SACConfig, *, obs_dim: int, action_dim:
             target_entropy=dict(agent.target_entropy),
             init_sigma=agent.init_sigma if "y" in agent.active_heads else None,
             init_std=agent.init_std,
+            sigma_centre=agent.sigma_centre,
         )
     )
     critics = CriticEnsemble(CriticConfig(**shared, num_critics=agent.num_critics))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
+from tmrl_vla.rl.actor import sigma_from_y
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig
 from tmrl_vla.rl.evaluation import Steering, make_collector, play_episodes
 
@@ -26,6 +27,10 @@ class FixedHeads:
     def sample(self, features, *, deterministic=False, generator=None, noise=None):
         b = features.shape[0]
         return {h: v.expand(b, -1).clone() for h, v in self.actions.items()}, {}
+
+    def sigma(self, y: torch.Tensor) -> torch.Tensor:
+        """The linear map: settings are drawn with sigma uniform in [0, 1]."""
+        return sigma_from_y(y)
 
 
 def score_fixed(csp, pre, post, envs: BatchedEnv, actions: dict, *, seed: int, n_exec: int) -> tuple[int, int]:

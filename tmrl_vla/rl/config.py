@@ -50,6 +50,13 @@ class AgentConfig:
     # Standard deviation (before the tanh) that every head starts with. None: what the layers'
     # random init gives (about 0.22). 1.0 spreads z like the flow's own N(0, 1) noise, clipped by tanh.
     init_std: float | None = None
+    # The sigma that the y head's centre (y = 0) maps to, in (0, 1): sigma = ((y + 1) / 2) ** k with
+    # k = log(sigma_centre) / log(1/2); 0.5 is the paper's linear map. The entropy bonus pulls an
+    # actor its critics do not yet inform towards y = 0, so this is where sigma rests until the
+    # critics say otherwise; a low value keeps it near the base (sigma 0), with every sigma still
+    # reachable. The random init and the uniform warm-up start there too (half the warm-up's draws
+    # fall below it). DSRL ignores it.
+    sigma_centre: float = 0.5
 
     @property
     def active_heads(self) -> tuple[str, ...]:
@@ -75,6 +82,8 @@ class AgentConfig:
             raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
         if self.init_sigma is not None and not 0 < self.init_sigma < 1:
             raise ValueError(f"init_sigma must lie strictly between 0 and 1, got {self.init_sigma}")
+        if not 0 < self.sigma_centre < 1:
+            raise ValueError(f"sigma_centre must lie strictly between 0 and 1, got {self.sigma_centre}")
         if self.init_std is not None and self.init_std <= 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std}")
 
@@ -109,7 +118,8 @@ class SACConfig:
     updates_per_decision: int = 1
     # Decisions before any update, with heads drawn as `warmup_heads` says.
     warmup_decisions: int = 25
-    # "uniform": every head uniform in [-1, 1] (sigma uniform in [0, 1]), the paper's warm-up;
+    # "uniform": every head uniform in [-1, 1] (sigma uniform in [0, 1] unless agent.sigma_centre
+    # bends the map), the paper's warm-up;
     # "prior": from the actor's start (agent.init_sigma, agent.init_std), whatever the state, so the
     # warm-up episodes look like the ones the actor will then play, near the base with a low sigma.
     warmup_heads: Literal["uniform", "prior"] = "uniform"

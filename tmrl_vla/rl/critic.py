@@ -5,7 +5,8 @@ of N small ones: with the small networks TMRL uses (hidden 256-1024, N = 5-10) a
 updates per decision, the per-critic Python loop and kernel launches dominate otherwise
 (``eval/bench_critic.py`` measures the difference).
 
-Input: observation features, z, a sinusoidal embedding of sigma, and eps_c passed through a small
+Input: observation features, z, a sinusoidal embedding of the y head's position in [0, 1] (sigma
+itself unless ``sigma_centre`` bends the map), and eps_c passed through a small
 learned projection. Why a projection for eps_c: it is as wide as the VLA's embedding (960 for SmolVLA
 base) and would otherwise swamp the ~100 observation and action features in the first layer; one
 linear map to ``eps_c_proj`` features (64 by default) keeps the input balanced and is shared by all
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmrl_vla.rl.actor import sigma_from_y
+from tmrl_vla.rl.actor import y_position
 from tmrl_vla.rl.normalize import ObservationNormalizer
 from tmrl_vla.sinusoidal import sinusoidal_features, sinusoidal_frequencies
 
@@ -98,7 +99,7 @@ class CriticEnsemble(nn.Module):
         if "z" in self.config.heads:
             parts.append(actions["z"])
         if "y" in self.config.heads:
-            parts.append(sinusoidal_features(sigma_from_y(actions["y"]), self.sigma_freqs))
+            parts.append(sinusoidal_features(y_position(actions["y"]), self.sigma_freqs))
         if "eps_c" in self.config.heads:
             eps = actions["eps_c"]
             parts.append(self.eps_c_proj(eps) if self.eps_c_proj is not None else eps)

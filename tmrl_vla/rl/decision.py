@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from tmrl_vla.csp.policy import CSPPolicy, PrefixCache
-from tmrl_vla.rl.actor import HighLevelPolicy, sigma_from_y
+from tmrl_vla.rl.actor import HighLevelPolicy
 from tmrl_vla.rl.encoder import ObservationEncoder
 from tmrl_vla.rl.observation import encode
 
@@ -113,7 +113,7 @@ def decide(
         actions, log_probs = actor.sample(features, deterministic=deterministic, generator=generator, noise=noise)
     config = csp.base_policy.config
     noise = latent_to_noise(actions["z"], config.chunk_size, config.max_action_dim, z_scale)
-    sigma = sigma_from_y(actions["y"]) if "y" in actions else torch.zeros(b)
+    sigma = actor.sigma(actions["y"]) if "y" in actions else torch.zeros(b)
     context_noise = actions.get("eps_c")
     chunk = csp.predict_action_chunk(
         batch, sigma=sigma, context_noise=context_noise, noise=noise, prefix=cache, generator=generator
