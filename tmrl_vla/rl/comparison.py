@@ -468,7 +468,8 @@ def plot_suite(summary: dict, path: str | Path) -> None:
     colours = {"tmrl": "#dd8452", "dsrl": "#4c72b0"}
     keys = [threshold_key(t) for t in summary["thresholds"]]
     shifts = summary["shifts"]
-    fig, axes = plt.subplots(2, len(keys), figsize=(1.4 + 1.1 * len(shifts) * len(keys), 6.0), squeeze=False)
+    column = max(2.8, 1.1 * len(shifts))  # inches: room for the titles and censoring labels
+    fig, axes = plt.subplots(2, len(keys), figsize=(1.4 + column * len(keys), 6.0), squeeze=False)
     for col, key in enumerate(keys):
         top, bottom = axes[0][col], axes[1][col]
         for i, agent in enumerate(AGENTS):
@@ -505,9 +506,9 @@ def plot_suite(summary: dict, path: str | Path) -> None:
         bottom.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         bottom.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         bottom.yaxis.set_minor_formatter(ticker.NullFormatter())
-        bottom.set_title("below 1: TMRL needs fewer episodes (95% bootstrap)", fontsize=8)
+        bottom.set_title(f"TMRL / DSRL at >= {key} (95% bootstrap)", fontsize=8)
         bottom.set_xticks(xs, [*shifts, "pooled"], rotation=30, ha="right", fontsize=8)
-        bottom.set_ylabel("TMRL / DSRL episodes")
+        bottom.set_ylabel("episode ratio (< 1: TMRL fewer)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
