@@ -43,9 +43,9 @@ class AgentConfig:
     # Target entropy per head (e.g. {"eps_c": -10}); heads not named use -dim(head).
     target_entropy: dict[str, float] = field(default_factory=dict)
     # Where the actor's sigma starts: the y head's initial mean, in (0, 1); DSRL, which has no y
-    # head, ignores it (as it ignores `heads`). None: 0.5, the middle of the range. A low start keeps
-    # the first episodes near the base policy (sigma 0 is the policy itself), which matters when the
-    # base already half-solves the task.
+    # head, ignores it (as it ignores `heads`). None: near sigma_centre, by the random init. A low
+    # start keeps the first episodes near the base policy (sigma 0 is the policy itself), which
+    # matters when the base already half-solves the task.
     init_sigma: float | None = None
     # Standard deviation (before the tanh) that every head starts with. None: what the layers'
     # random init gives (about 0.22). 1.0 spreads z like the flow's own N(0, 1) noise, clipped by tanh.
