@@ -28,6 +28,7 @@ import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 
 def sweep(kind: str, policy: str, adapter: str | None, envs, recheck_envs, args) -> dict:
     """Score ``args.settings`` random settings for one agent kind, then re-run its best 3 on fresh states."""
+    from tmrl_vla.rl.actor import sigma_from_y
     from tmrl_vla.rl.analysis import random_settings, score_fixed
     from tmrl_vla.rl.run import load_frozen_policy
 
@@ -37,7 +38,7 @@ def sweep(kind: str, policy: str, adapter: str | None, envs, recheck_envs, args)
     rows = []
     for k, actions in enumerate(settings):
         wins, n = score_fixed(csp, pre, post, envs, actions, seed=10_000, n_exec=args.n_exec)
-        sigma = (float(actions["y"]) + 1) / 2 if "y" in actions else 0.0
+        sigma = float(sigma_from_y(actions["y"])) if "y" in actions else 0.0
         rows.append({"z": actions["z"][0].tolist(), "sigma": sigma, "success": wins / n})
         print(f"[{kind}] setting {k}: sigma {sigma:.2f}, success {wins}/{n}", flush=True)
     best = sorted(range(len(rows)), key=lambda i: -rows[i]["success"])[:3]

@@ -214,8 +214,7 @@ def sigma_from_y(y: torch.Tensor, centre: float = 0.5) -> torch.Tensor:
     inform (0/1 rewards, early on) drifts towards ``y = 0`` whatever its start. ``centre`` says which
     sigma that resting point is: 0.5 (the paper's linear map) or lower, near the base policy (sigma 0
     is the policy itself), with every sigma in [0, 1] still reachable."""
-    position = y_position(y)
-    return position if centre == 0.5 else position ** sigma_exponent(centre)
+    return y_position(y) ** sigma_exponent(centre)  # exponent 1.0 at 0.5: the position itself, exactly
 
 
 def y_from_sigma(sigma: float, centre: float = 0.5) -> float:
