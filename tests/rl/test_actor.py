@@ -11,7 +11,7 @@ from tmrl_vla.rl.actor import (
     y_from_sigma,
     y_position,
 )
-from tmrl_vla.rl.sac import temperature_loss
+from tmrl_vla.rl.sac import gaussian_kl, temperature_loss
 
 
 def test_tanh_log_prob_matches_change_of_variables():
@@ -140,6 +140,25 @@ def test_without_a_configured_start_the_heads_keep_their_random_init():
     for a, b in zip(plain.state_dict().values(), unset.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert plain.prior()["y"][0].abs().item() < 0.2  # sigma starts near 0.5
+
+
+def test_the_anchor_is_the_configured_start_and_does_not_move_with_the_biases():
+    cfg = HighLevelConfig(obs_dim=4, action_dim=3, embed_dim=5, heads=("z", "y"), init_sigma=0.05, init_std=1.0)
+    assert cfg.start("z") == (0.0, 0.0)
+    y0, log_std0 = cfg.start("y")
+    assert sigma_from_y(torch.tensor([[math.tanh(y0)]])).item() == pytest.approx(0.05) and log_std0 == 0.0
+    plain = HighLevelConfig(obs_dim=4, action_dim=3, embed_dim=5)
+    assert plain.start("eps_c") == (0.0, pytest.approx(-1.5))  # the middle of [-5, 2]: a raw output of 0
+    pi = HighLevelPolicy(cfg)
+    obs = torch.randn(7, 4)
+    with torch.no_grad():
+        pi.heads["z"].bias.add_(0.3)  # training moves the biases; the anchor stays where it was configured
+        kl = pi.anchor_kl(obs)
+        for head, (mean, log_std) in pi.distribution(obs).items():
+            m0, s0 = cfg.start(head)
+            expected = gaussian_kl(mean, log_std, torch.full_like(mean, m0), torch.full_like(log_std, s0))
+            torch.testing.assert_close(kl[head], expected)
+            assert kl[head].shape == (7,) and (kl[head] > 0).all()
 
 
 @pytest.mark.parametrize(

@@ -7,24 +7,32 @@ from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.replay import ReplayBuffer
 
 
-def test_sac_learns_a_one_step_bandit():
-    """Reward -(z - 0.5)^2 per dim from random data: the greedy z must move to 0.5 (off-policy SAC end to end)."""
+def train_on_bandit(best_z: float, config: SACConfig, init_std: float | None = None) -> tuple[torch.Tensor, dict]:
+    """300 SAC updates of a z-only agent on random data from a one-step bandit that pays
+    -(z - best_z)^2 per dim; returns its greedy z (2,) averaged over states, and the last metrics."""
     torch.manual_seed(0)
     heads = ("z",)
-    actor = HighLevelPolicy(HighLevelConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=64))
-    critics = CriticEnsemble(CriticConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=64, num_critics=3))
-    agent = SACAgent(
-        actor, critics, SACConfig(utd=2, batch_size=128, actor_lr=3e-3, critic_lr=3e-3, temperature_lr=3e-3)
+    actor = HighLevelPolicy(
+        HighLevelConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=64, init_std=init_std)
     )
+    critics = CriticEnsemble(CriticConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=heads, hidden=64, num_critics=3))
+    agent = SACAgent(actor, critics, config)
     replay = ReplayBuffer(4096, 2, {"z": 2})
     z = torch.rand(4096, 2) * 2 - 1
     obs = torch.randn(4096, 2)
-    replay.add(obs, {"z": z}, -((z - 0.5) ** 2).sum(-1), torch.ones(4096), obs)
+    replay.add(obs, {"z": z}, -((z - best_z) ** 2).sum(-1), torch.ones(4096), obs)
     g = torch.Generator().manual_seed(0)
     for _ in range(300):
         metrics = agent.update(replay, g)
     greedy, _ = actor.sample(torch.randn(64, 2), deterministic=True)
-    assert (greedy["z"].mean(0) - 0.5).abs().max() < 0.15
+    return greedy["z"].mean(0), metrics
+
+
+def test_sac_learns_a_one_step_bandit():
+    """Reward -(z - 0.5)^2 per dim from random data: the greedy z must move to 0.5 (off-policy SAC end to end)."""
+    config = SACConfig(utd=2, batch_size=128, actor_lr=3e-3, critic_lr=3e-3, temperature_lr=3e-3)
+    greedy, metrics = train_on_bandit(0.5, config)
+    assert (greedy - 0.5).abs().max() < 0.15
     assert metrics["critic/loss"] < 0.05
     assert set(metrics) >= {"actor/loss", "actor/entropy_z", "actor/alpha_z", "critic/q_mean"}
 
@@ -107,3 +115,32 @@ def test_dsrl_ignores_a_sigma_start_as_it_ignores_heads():
     assert dsrl.actor.config.heads == ("z",) and dsrl.actor.config.init_sigma is None
     tmrl = build_agent(AgentConfig(init_sigma=0.1, hidden=8, num_critics=2), SACConfig(), **widths)
     assert tmrl.actor.config.init_sigma == 0.1
+
+
+def test_the_anchor_holds_the_actor_near_its_start_against_a_critics_pull():
+    """A bandit that pays -(z - 0.8)^2 per dim. Without the anchor the greedy z goes to about 0.8;
+    with weight w and a start of N(0, 1) before the tanh, moving the mean to u costs w u^2 / 2 per
+    dim, so the greedy z goes to about the z = tanh(u) that maximises -(z - 0.8)^2 - w u^2 / 2."""
+
+    def greedy_z(weight: float) -> tuple[float, dict]:
+        config = SACConfig(utd=2, batch_size=128, actor_lr=3e-3, critic_lr=3e-3, anchor_weight=weight)
+        greedy, metrics = train_on_bandit(0.8, config, init_std=1.0)
+        return greedy.mean().item(), metrics
+
+    def regularised_optimum(weight: float) -> float:
+        u = torch.linspace(0.0, 3.0, 30001)
+        return torch.tanh(u)[(-((torch.tanh(u) - 0.8) ** 2) - weight * u**2 / 2).argmax()].item()
+
+    free, free_metrics = greedy_z(0.0)
+    held, metrics = greedy_z(1.0)
+    heavy, _ = greedy_z(5.0)
+    assert free > 0.7
+    assert regularised_optimum(1.0) == pytest.approx(0.47, abs=0.01)
+    assert held == pytest.approx(regularised_optimum(1.0), abs=0.12)
+    assert heavy < held < free and heavy == pytest.approx(regularised_optimum(5.0), abs=0.12)
+    assert "actor/anchor_kl" in metrics and "actor/anchor_kl" not in free_metrics
+
+
+def test_anchor_weight_must_not_be_negative():
+    with pytest.raises(ValueError, match="anchor_weight"):
+        SACConfig(anchor_weight=-0.5)

@@ -23,6 +23,7 @@ from torch import nn
 
 from tmrl_vla.rl.config import HEADS
 from tmrl_vla.rl.normalize import ObservationNormalizer
+from tmrl_vla.rl.sac import gaussian_kl
 
 ATANH_EPS = 1e-6
 
@@ -70,6 +71,17 @@ class HighLevelConfig:
 
     def target(self, head: str) -> float:
         return float(self.target_entropy.get(head, -self.head_dim(head)))
+
+    def start(self, head: str) -> tuple[float, float]:
+        """The (mean, log_std) before the tanh, the same in every dimension, that ``head`` is meant
+        to start from: mean 0 (for ``y`` with ``init_sigma`` set, the y that gives it), log_std of
+        ``init_std`` when set, else the middle of its range (what a raw output of 0 gives, about
+        what the random init gives). Unlike the biases, this does not move in training."""
+        mean = 0.0
+        if head == "y" and self.init_sigma is not None:
+            mean = math.atanh(y_from_sigma(self.init_sigma, self.sigma_centre))
+        log_std = math.log(self.init_std) if self.init_std is not None else 0.5 * (self.log_std_min + self.log_std_max)
+        return mean, log_std
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -184,6 +196,17 @@ class HighLevelPolicy(nn.Module):
                 raise ValueError(f"head {name!r}: actions of shape {tuple(a.shape)}, expected {tuple(mean.shape)}")
             u = torch.atanh(a.clamp(-1.0 + ATANH_EPS, 1.0 - ATANH_EPS))
             out[name] = tanh_gaussian_log_prob(u, mean, log_std)
+        return out
+
+    def anchor_kl(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per head, KL(pi(.|obs) || the head's configured start) (b,), summed over its dimensions.
+
+        The tanh is one-to-one, so the KL between the squashed distributions is the one between the
+        Gaussians before it, which has a closed form (:func:`~tmrl_vla.rl.sac.gaussian_kl`)."""
+        out = {}
+        for name, (mean, log_std) in self.distribution(obs).items():
+            mean0, log_std0 = self.config.start(name)
+            out[name] = gaussian_kl(mean, log_std, torch.full_like(mean, mean0), torch.full_like(log_std, log_std0))
         return out
 
     def sigma(self, y: torch.Tensor) -> torch.Tensor:

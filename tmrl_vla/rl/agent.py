@@ -18,7 +18,15 @@ from tmrl_vla.rl.config import AgentConfig, SACConfig
 from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.distributed import sync_gradients
 from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer
-from tmrl_vla.rl.sac import actor_loss, critic_loss, imitation_loss, polyak_update, td_target, temperature_loss
+from tmrl_vla.rl.sac import (
+    actor_loss,
+    anchor_loss,
+    critic_loss,
+    imitation_loss,
+    polyak_update,
+    td_target,
+    temperature_loss,
+)
 
 
 def _head_actions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,7 +82,8 @@ class SACAgent(nn.Module):
         self, batch: dict[str, torch.Tensor], imitation: dict[str, torch.Tensor] | None = None
     ) -> dict[str, float]:
         """One actor step (plus ``imitation_weight`` x the NLL of the ``imitation`` batch's actions,
-        when given), then one step of every head's temperature."""
+        when given, and ``anchor_weight`` x the KL to the actor's start), then one step of every
+        head's temperature."""
         actions, log_probs = self.actor.sample(batch["obs"])
         q = self.critics(batch["obs"], actions)
         loss = actor_loss(q, log_probs, self.actor.alphas())
@@ -82,6 +91,10 @@ class SACAgent(nn.Module):
         if imitation is not None and self.config.imitation_weight > 0:
             nll = imitation_loss(self.actor.log_prob(imitation["obs"], _head_actions(imitation)))
             loss = loss + self.config.imitation_weight * nll
+        anchor = None
+        if self.config.anchor_weight > 0:
+            anchor = anchor_loss(self.actor.anchor_kl(batch["obs"]))
+            loss = loss + self.config.anchor_weight * anchor
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)  # critic grads from this pass are discarded
         loss.backward()
@@ -97,6 +110,8 @@ class SACAgent(nn.Module):
         metrics = {"actor/loss": loss.item()}
         if nll is not None:
             metrics["actor/imitation_nll"] = nll.item()
+        if anchor is not None:
+            metrics["actor/anchor_kl"] = anchor.item()
         for h, lp in log_probs.items():
             metrics[f"actor/entropy_{h}"] = -lp.mean().item()
             metrics[f"actor/alpha_{h}"] = self.actor.log_alpha[h].exp().item()

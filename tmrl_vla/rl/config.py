@@ -145,6 +145,11 @@ class SACConfig:
     # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
     # of the agent's own successful episodes (kept by the trainer; 0 turns it off).
     imitation_weight: float = 0.0
+    # Weight of a KL term in the actor loss: from the actor's distribution at each state to its
+    # configured start (z around 0 with spread agent.init_std, sigma at agent.init_sigma), summed
+    # over heads; 0 turns it off. It holds the actor near a base that already half-solves the task
+    # until the critics pay for leaving it (tmrl_vla.rl.sac.anchor_loss).
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
@@ -157,6 +162,8 @@ class SACConfig:
             raise ValueError("warmup_decisions and updates_per_decision must be >= 0")
         if self.imitation_weight < 0:
             raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
+        if self.anchor_weight < 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         if self.warmup_heads not in ("uniform", "prior"):
             raise ValueError(f"warmup_heads must be 'uniform' or 'prior', got {self.warmup_heads!r}")
         if self.exploration not in ("decision", "episode"):

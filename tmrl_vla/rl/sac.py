@@ -53,6 +53,25 @@ def imitation_loss(log_probs: dict[str, torch.Tensor]) -> torch.Tensor:
     return -sum(log_probs.values()).mean()
 
 
+def gaussian_kl(mean: torch.Tensor, log_std: torch.Tensor, mean0: torch.Tensor, log_std0: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std) || N(mean0, std0)) of diagonal Gaussians, summed over the last dim."""
+    var_ratio = (2.0 * (log_std - log_std0)).exp()
+    return 0.5 * (var_ratio + ((mean - mean0) / log_std0.exp()) ** 2 - 1.0).sum(-1) - (log_std - log_std0).sum(-1)
+
+
+def anchor_loss(kl: dict[str, torch.Tensor]) -> torch.Tensor:
+    """KL from the actor to its start, summed over heads, mean over the batch.
+
+    SAC's entropy bonus alone pulls an actor that its critics do not yet inform towards the widest
+    spread its heads allow (uniform z, sigma at the centre of its map), away from the base policy
+    it steers; when the base already half-solves the task, those episodes cost successes. A KL to
+    the start (z spread like the flow's own noise, sigma low: ``init_std``, ``init_sigma``) keeps
+    the actor there until the critics pay for leaving (the KL-regularised RL of, e.g., Jaques et
+    al. 2019, here towards the start of the noise-space policy rather than a language model).
+    """
+    return sum(kl.values()).mean()
+
+
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """Moves alpha up when the head's entropy (-log pi) is below its target, down when above."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
