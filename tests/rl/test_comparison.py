@@ -7,6 +7,7 @@ import pytest
 from tmrl_vla.envs.spec import EnvSpec
 from tmrl_vla.rl.comparison import (
     ComparisonRun,
+    _floored_at_zero,
     archive_run,
     comparison_runs,
     geometric_mean_ratio,
@@ -363,3 +364,9 @@ def test_an_archived_run_comes_back_only_into_an_empty_run_dir_and_only_at_its_l
     assert restore_archived(archived, tmp_path / "lost", total_decisions=3)
     assert sorted(p.name for p in (tmp_path / "lost").iterdir()) == ["env.json", "metrics.jsonl.gz"]
     assert not restore_archived(archived, tmp_path / "lost", total_decisions=3)  # once
+
+
+def test_episode_bars_stop_at_zero_and_missing_intervals_pass_through():
+    assert _floored_at_zero([-96.6, 925.3]) == [0.0, 925.3]
+    assert _floored_at_zero([120.0, 400.0]) == [120.0, 400.0]
+    assert _floored_at_zero([None, None]) == [None, None] and _floored_at_zero(None) is None

@@ -477,7 +477,8 @@ def plot_suite(summary: dict, path: str | Path) -> None:
             stats = [summary["per_shift"][shift][key][agent] for shift in shifts]
             means = [st["mean_episodes"] for st in stats]
             top.bar(xs, means, width=0.38, color=colours[agent], label=agent)
-            top.errorbar(xs, means, yerr=_error_bars(means, [st["ci95"] for st in stats]), fmt="none", color="k")
+            floored = [_floored_at_zero(st["ci95"]) for st in stats]
+            top.errorbar(xs, means, yerr=_error_bars(means, floored), fmt="none", color="k")
             for x, mean, st in zip(xs, means, stats, strict=True):
                 if st["censored"]:
                     label = f"{st['censored']}/{st['runs']}\ncensored"
@@ -506,12 +507,24 @@ def plot_suite(summary: dict, path: str | Path) -> None:
         bottom.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         bottom.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         bottom.yaxis.set_minor_formatter(ticker.NullFormatter())
+        low, high = bottom.get_ylim()
+        if high / low < 6:  # too narrow for 1, 2, 5 to show more than one label: label 0.6, 0.7, ... too
+            bottom.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+            bottom.tick_params(axis="y", which="minor", labelsize=7)
         bottom.set_title(f"TMRL / DSRL at >= {key} (95% bootstrap)", fontsize=8)
         bottom.set_xticks(xs, [*shifts, "pooled"], rotation=30, ha="right", fontsize=8)
         bottom.set_ylabel("episode ratio (< 1: TMRL fewer)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _floored_at_zero(interval: list | None) -> list | None:
+    """An interval of episodes with its lower end raised to 0: a t-interval over three runs can
+    reach below zero episodes, and the bar should stop where the count does. None ends pass through."""
+    if not interval or None in interval:
+        return interval
+    return [max(interval[0], 0.0), interval[1]]
 
 
 def _error_bars(centres: list[float], intervals: list) -> list[list[float]]:
