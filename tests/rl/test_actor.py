@@ -153,8 +153,9 @@ def test_the_anchor_is_the_configured_start_and_does_not_move_with_the_biases():
     obs = torch.randn(7, 4)
     with torch.no_grad():
         pi.heads["z"].bias.add_(0.3)  # training moves the biases; the anchor stays where it was configured
-        kl = pi.anchor_kl(obs)
-        for head, (mean, log_std) in pi.distribution(obs).items():
+        distribution = pi.distribution(obs)
+        kl = pi.anchor_kl(distribution)
+        for head, (mean, log_std) in distribution.items():
             m0, s0 = cfg.start(head)
             expected = gaussian_kl(mean, log_std, torch.full_like(mean, m0), torch.full_like(log_std, s0))
             torch.testing.assert_close(kl[head], expected)

@@ -103,6 +103,29 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return (gauss - log_det).sum(-1)
 
 
+def sample_heads(
+    distribution: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+    noise: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Tanh-Gaussian draws per head (b, dim) and their log-probs (b,) from per-head (mean, log_std)."""
+    actions, log_probs = {}, {}
+    for name, (mean, log_std) in distribution.items():
+        if deterministic:
+            u = mean
+        else:
+            if noise is not None:
+                eps = noise[name].to(device=mean.device, dtype=mean.dtype)
+            else:
+                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            u = mean + log_std.exp() * eps
+        actions[name] = torch.tanh(u)
+        log_probs[name] = tanh_gaussian_log_prob(u, mean, log_std)
+    return actions, log_probs
+
+
 class HighLevelPolicy(nn.Module):
     def __init__(self, config: HighLevelConfig) -> None:
         super().__init__()
@@ -128,10 +151,11 @@ class HighLevelPolicy(nn.Module):
         lo, hi = config.log_std_min, config.log_std_max
         for name, layer in self.heads.items():
             dim = config.head_dim(name)
+            mean, log_std = config.start(name)
             if config.init_std is not None:  # invert log_std = lo + (hi - lo) (tanh(raw) + 1) / 2
-                layer.bias[dim:] = math.atanh(2.0 * (math.log(config.init_std) - lo) / (hi - lo) - 1.0)
+                layer.bias[dim:] = math.atanh(2.0 * (log_std - lo) / (hi - lo) - 1.0)
             if name == "y" and config.init_sigma is not None:
-                layer.bias[:dim] = math.atanh(y_from_sigma(config.init_sigma, config.sigma_centre))
+                layer.bias[:dim] = mean
 
     def prior(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per head, the (mean, log_std) (1, dim) that the head's biases alone give: the actor's
@@ -169,19 +193,7 @@ class HighLevelPolicy(nn.Module):
         ``noise``: the standard-normal draws to use per head (b, dim) instead of fresh ones, e.g.
         draws held for a whole episode (temporally consistent exploration, see the collector).
         """
-        actions, log_probs = {}, {}
-        for name, (mean, log_std) in self.distribution(obs).items():
-            if deterministic:
-                u = mean
-            else:
-                if noise is not None:
-                    eps = noise[name].to(device=mean.device, dtype=mean.dtype)
-                else:
-                    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-                u = mean + log_std.exp() * eps
-            actions[name] = torch.tanh(u)
-            log_probs[name] = tanh_gaussian_log_prob(u, mean, log_std)
-        return actions, log_probs
+        return sample_heads(self.distribution(obs), deterministic=deterministic, generator=generator, noise=noise)
 
     def log_prob(self, obs: torch.Tensor, actions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per head, the log-density (b,) of given actions in [-1, 1] (e.g. replayed ones).
@@ -198,13 +210,14 @@ class HighLevelPolicy(nn.Module):
             out[name] = tanh_gaussian_log_prob(u, mean, log_std)
         return out
 
-    def anchor_kl(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per head, KL(pi(.|obs) || the head's configured start) (b,), summed over its dimensions.
+    def anchor_kl(self, distribution: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Per head, KL(pi(.|obs) || the head's configured start) (b,), summed over its dimensions, for
+        the heads' :meth:`distribution` at obs (the one the actor's step sampled from, not recomputed).
 
         The tanh is one-to-one, so the KL between the squashed distributions is the one between the
         Gaussians before it, which has a closed form (:func:`~tmrl_vla.rl.sac.gaussian_kl`)."""
         out = {}
-        for name, (mean, log_std) in self.distribution(obs).items():
+        for name, (mean, log_std) in distribution.items():
             mean0, log_std0 = self.config.start(name)
             out[name] = gaussian_kl(mean, log_std, torch.full_like(mean, mean0), torch.full_like(log_std, log_std0))
         return out

@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
+from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy, sample_heads
 from tmrl_vla.rl.config import AgentConfig, SACConfig
 from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.distributed import sync_gradients
@@ -84,7 +84,8 @@ class SACAgent(nn.Module):
         """One actor step (plus ``imitation_weight`` x the NLL of the ``imitation`` batch's actions,
         when given, and ``anchor_weight`` x the KL to the actor's start), then one step of every
         head's temperature."""
-        actions, log_probs = self.actor.sample(batch["obs"])
+        distribution = self.actor.distribution(batch["obs"])
+        actions, log_probs = sample_heads(distribution)
         q = self.critics(batch["obs"], actions)
         loss = actor_loss(q, log_probs, self.actor.alphas())
         nll = None
@@ -93,7 +94,7 @@ class SACAgent(nn.Module):
             loss = loss + self.config.imitation_weight * nll
         anchor = None
         if self.config.anchor_weight > 0:
-            anchor = anchor_loss(self.actor.anchor_kl(batch["obs"]))
+            anchor = anchor_loss(self.actor.anchor_kl(distribution))
             loss = loss + self.config.anchor_weight * anchor
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)  # critic grads from this pass are discarded
