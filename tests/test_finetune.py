@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import tiny_rl_config
 
 from tmrl_vla.assets import AssetsConfig, EvalConfig
@@ -175,6 +176,7 @@ def test_plot_handles_perfect_and_zero_rates(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the recipe under torchrun (about 30 s); tests/rl and tests/csp check two-process training
 def test_recipe_on_two_processes(tmp_path):
     """The recipe under torchrun with 2 CPU processes: rank 0 builds the assets, both train one policy."""
     import os

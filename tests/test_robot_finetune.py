@@ -90,10 +90,10 @@ def test_a_simulated_so101_run_records_its_episodes_and_resumes_after_sigkill(ti
 
     total = killed_at + 4  # two more episodes, the second of them taken over by the simulated person
     take_over = ["--person_intervenes_every=2", "--person_intervenes_after=2"]
-    resumed = subprocess.run(
-        recipe(tiny_base_policy, out, total) + ["--resume=true", *take_over], env=env, capture_output=True, timeout=240
-    )
-    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    from tmrl_vla.robot_finetune import train
+
+    # the resume runs in this process: only the kill needs a process of its own
+    train(parse_args(RobotFinetuneConfig(), recipe(tiny_base_policy, out, total)[2:] + ["--resume=true", *take_over]))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rl"]["decisions"] == total and summary["rl"]["episodes"] == episodes_then + 2
     assert summary["simulation"]["torque_enabled_at_exit"] == [False] * 6  # the arm left torque-safe

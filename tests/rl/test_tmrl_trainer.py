@@ -143,7 +143,8 @@ def run_script(tiny_base_policy, out, total, *, processes=1):
     return cmd, env
 
 
-def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy, tmp_path):
+def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy, tmp_path, monkeypatch):
+    import runpy
     import signal
     import subprocess
     import time
@@ -166,7 +167,8 @@ def test_sigkill_mid_training_resumes_without_lost_transitions(tiny_base_policy,
     assert 0 < killed_at < 40
     assert json.loads((latest / "config.json").read_text())["total_decisions"] == 40  # config beside the checkpoint
     total = killed_at + 2
-    subprocess.run(cmd[:-1] + [str(total)], env=env, check=True, timeout=240)
+    monkeypatch.setattr("sys.argv", cmd[1:-1] + [str(total)])  # the resume runs in this process
+    runpy.run_path(cmd[1], run_name="__main__")
     result = json.loads((tmp_path / "result0.json").read_text())
     # every decision from 1 to the end contributed exactly num_envs transitions, none lost, none doubled
     assert result["decisions"] == total and result["replay_added"] == total * 2

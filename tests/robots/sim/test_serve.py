@@ -104,13 +104,21 @@ def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int,
 ENV = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_lerobot_record_records_demonstrations_on_the_served_arm(tmp_path):
-    server, flags = serve(tmp_path, ENV)
+@pytest.fixture(scope="module")
+def served_arm(tmp_path_factory):
+    """One served SO-101 for the tests below (starting one costs seconds of imports); on teardown
+    it must stop cleanly on SIGTERM."""
+    server, flags = serve(tmp_path_factory.mktemp("served"), ENV)
     try:
-        root = record(tmp_path, ENV, flags, "served_demos", seconds=5)
+        yield flags
     finally:
         server.terminate()
         server.wait(timeout=20)
+    assert server.returncode == 0
+
+
+def test_lerobot_record_records_demonstrations_on_the_served_arm(served_arm, tmp_path):
+    root = record(tmp_path, ENV, served_arm, "served_demos", seconds=5)
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["total_episodes"] == 1 and info["total_frames"] >= 100 and info["robot_type"] == "so_follower"
     assert info["features"]["observation.images.front"]["shape"] == [64, 64, 3]
@@ -119,28 +127,24 @@ def test_lerobot_record_records_demonstrations_on_the_served_arm(tmp_path):
     demos = LeRobotDataset("local/served_demos", root=root)
     gripper = np.array([demos[i]["action"][5].item() for i in range(len(demos))])
     assert gripper[0] > 80 and gripper.min() < 60  # the expert opened, then closed on the cube
-    assert server.returncode == 0  # it stopped cleanly on SIGTERM
 
 
-def test_lerobot_rollout_runs_an_agent_fine_tuned_on_the_simulated_arm(tiny_base_policy, tmp_path):
+def test_lerobot_rollout_runs_an_agent_fine_tuned_on_the_simulated_arm(served_arm, tiny_base_policy, tmp_path):
     """The user's last step: the agent the SO-101 recipe saved, deployed by LeRobot's own
     ``lerobot-rollout`` (recording: ``--strategy.type=episodic``) on the arm. The tiny policy works
     in the scene's units and the arm in LeRobot's degrees: the agent's saved processors convert, so
     its commands are LeRobot degrees near where the arm is."""
     from test_robot_finetune import recipe
 
-    run = subprocess.run(recipe(tiny_base_policy, tmp_path / "run", 4), env=ENV, capture_output=True, timeout=300)
-    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    from tmrl_vla.robot_finetune import RobotFinetuneConfig, parse_args, train
+
+    args = recipe(tiny_base_policy, tmp_path / "run", 4)[2:]  # the recipe's flags, run in this process
+    train(parse_args(RobotFinetuneConfig(), args))
     agent = tmp_path / "run" / "dsrl" / "pretrained_model"
-    server, flags = serve(tmp_path, ENV)
-    try:
-        robot = [f for f in flags if not f.startswith("--teleop.")]
-        rollout = [*robot, "--strategy.type=episodic", f"--policy.path={agent}", "--fps=25", "--task=pick up the cube"]
-        rollout += ["--dataset.reset_time_s=0", "--play_sounds=false"]
-        root = record(tmp_path, ENV, rollout, "rollout_agent", seconds=6, tool="lerobot-rollout")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    robot = [f for f in served_arm if not f.startswith("--teleop.")]
+    rollout = [*robot, "--strategy.type=episodic", f"--policy.path={agent}", "--fps=25", "--task=pick up the cube"]
+    rollout += ["--dataset.reset_time_s=0", "--play_sounds=false"]
+    root = record(tmp_path, ENV, rollout, "rollout_agent", seconds=6, tool="lerobot-rollout")
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     episode = LeRobotDataset("local/rollout_agent", root=root)
