@@ -7,6 +7,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import copy  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -288,3 +289,11 @@ def patient_servo_bus(request, monkeypatch):
         port.packet_timeout += 200
 
     monkeypatch.setattr(feetech, "patch_setPacketTimeout", patient)
+
+
+def wait_for(condition, timeout=2.0):
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; returns its last value."""
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    return condition()

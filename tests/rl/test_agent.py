@@ -132,12 +132,14 @@ def test_the_anchor_holds_the_actor_near_its_start_against_a_critics_pull():
         u = torch.linspace(0.0, 3.0, 30001)
         return torch.tanh(u)[(-((torch.tanh(u) - 0.8) ** 2) - weight * u**2 / 2).argmax()].item()
 
-    held, metrics = greedy_z(1.0)  # (without the anchor, the test above shows the greedy z reaching the optimum)
+    free, free_metrics = greedy_z(0.0)
+    held, metrics = greedy_z(1.0)
     heavy, _ = greedy_z(5.0)
+    assert free > 0.7
     assert regularised_optimum(1.0) == pytest.approx(0.47, abs=0.01)
     assert held == pytest.approx(regularised_optimum(1.0), abs=0.12)
-    assert heavy < held and heavy == pytest.approx(regularised_optimum(5.0), abs=0.12)
-    assert "actor/anchor_kl" in metrics
+    assert heavy < held < free and heavy == pytest.approx(regularised_optimum(5.0), abs=0.12)
+    assert "actor/anchor_kl" in metrics and "actor/anchor_kl" not in free_metrics
 
 
 def test_anchor_weight_must_not_be_negative():

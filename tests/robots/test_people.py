@@ -4,6 +4,8 @@ import io
 import os
 import time
 
+from conftest import wait_for
+
 from tmrl_vla.robots.people import ESTOP, FAILURE, QUIT, SUCCESS, KeyboardPerson, SimulatedPerson
 
 
@@ -12,13 +14,6 @@ def keyboard():
     out = io.StringIO()
     person = KeyboardPerson(stream=os.fdopen(read_fd, "r"), out=out)
     return person, write_fd, out
-
-
-def wait_for(condition, timeout=2.0):
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.01)
-    return condition()
 
 
 def test_keys_become_events_and_enter_starts_the_episode():

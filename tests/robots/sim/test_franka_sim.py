@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 from tmrl_vla.robots.sim.franka import SimulatedFranka, SimulatedFrankaConfig, franky_sim_python
@@ -70,16 +71,13 @@ def test_the_franka_robot_drives_the_simulated_arm_and_its_cameras_see_the_scene
                 break
         after = robot.get_observation()
         assert after["joint_1.pos"] == pytest.approx(target["joint_1.pos"], abs=0.02)
+
         # The camera's thread renders at its own rate, so a busy machine may not have drawn the
         # arm's last position yet: wait (bounded) for a frame that shows the move.
-        deadline, change = time.monotonic() + 5, 0.0
-        while time.monotonic() < deadline:
-            frame = robot.get_observation()["front"]
-            change = np.abs(frame.astype(int) - before["front"].astype(int)).mean()
-            if change > 1.0:
-                break
-            time.sleep(0.05)
-        assert change > 1.0  # the camera saw it
+        def change() -> float:
+            return np.abs(robot.get_observation()["front"].astype(int) - before["front"].astype(int)).mean()
+
+        assert wait_for(lambda: change() > 1.0, timeout=5)  # the camera saw it
         robot.disconnect()
         cube = sim.state()["cube"]
         sim.reset_scene(seed=7)
