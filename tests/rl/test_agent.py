@@ -145,3 +145,62 @@ def test_the_anchor_holds_the_actor_near_its_start_against_a_critics_pull():
 def test_anchor_weight_must_not_be_negative():
     with pytest.raises(ValueError, match="anchor_weight"):
         SACConfig(anchor_weight=-0.5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_rewards_enter_the_td_target_times_reward_scale(scale):
+    """Every row ends its episode (done), so the target is the reward alone: -5 per decision (a
+    robot's five -1 ticks) reads -5 unscaled and -0.05 at 0.01, the critics' units."""
+    torch.manual_seed(0)
+    actor = HighLevelPolicy(HighLevelConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=("z",), hidden=8))
+    critics = CriticEnsemble(CriticConfig(obs_dim=2, action_dim=2, embed_dim=1, heads=("z",), hidden=8, num_critics=2))
+    agent = SACAgent(actor, critics, SACConfig(utd=1, batch_size=16, reward_scale=scale))
+    replay = ReplayBuffer(32, 2, {"z": 2})
+    replay.add(
+        torch.randn(32, 2),
+        {"z": torch.rand(32, 2) * 2 - 1},
+        torch.full((32,), -5.0),
+        torch.ones(32),
+        torch.randn(32, 2),
+    )
+    metrics = agent.update(replay, torch.Generator().manual_seed(0))
+    assert metrics["critic/target_mean"] == pytest.approx(-5.0 * scale)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.01])
+def test_reward_scale_must_be_positive(scale):
+    with pytest.raises(ValueError, match="reward_scale"):
+        SACConfig(reward_scale=scale)
+
+
+def test_a_flat_critic_lets_the_entropy_bonus_widen_a_narrow_start_and_the_anchor_holds_it():
+    """Every transition pays the same: the critics say nothing, and Adam takes full-size steps along
+    the entropy bonus however small the temperature, so a start at std 0.22 widens; the KL anchor
+    (weight 1) keeps it where it was put."""
+
+    def z_std_after_updates(weight: float) -> float:
+        torch.manual_seed(0)
+        actor = HighLevelPolicy(
+            HighLevelConfig(obs_dim=4, action_dim=3, embed_dim=1, heads=("z",), hidden=32, init_std=0.22)
+        )
+        critics = CriticEnsemble(
+            CriticConfig(obs_dim=4, action_dim=3, embed_dim=1, heads=("z",), hidden=32, num_critics=2)
+        )
+        agent = SACAgent(actor, critics, SACConfig(utd=1, batch_size=64, anchor_weight=weight))
+        replay = ReplayBuffer(512, 4, {"z": 3})
+        obs = torch.randn(512, 4)
+        replay.add(
+            obs,
+            {"z": torch.tanh(0.22 * torch.randn(512, 3))},
+            torch.full((512,), -0.05),
+            torch.zeros(512),
+            torch.randn(512, 4),
+        )
+        g = torch.Generator().manual_seed(0)
+        for _ in range(60):
+            agent.update(replay, g)
+        with torch.no_grad():
+            return actor.distribution(obs)["z"][1].exp().mean().item()
+
+    assert z_std_after_updates(0.0) > 0.3  # 0.38 measured
+    assert z_std_after_updates(1.0) == pytest.approx(0.22, abs=0.02)

@@ -137,3 +137,19 @@ def test_summary_values_are_plain_python_numbers():
     s = summarise_sigma([record([0.5, 0.5], [1.0, 0.0])], open_value=1.0, closed_value=0.0)
     assert type(s["sigma_mean"]) is float and type(s["decisions"]) is int
     assert type(s["decisions_gripper_closed"]) is int
+
+
+# -------------------------------------------------------------------------------------- start_actor
+
+
+def test_a_start_actor_plays_its_init_std_and_sigma_and_dsrl_has_no_sigma():
+    from tmrl_vla.rl.actor import sigma_from_y
+    from tmrl_vla.rl.analysis import start_actor
+
+    tmrl = start_actor("tmrl", 6, init_std=0.22, init_sigma=0.05)
+    prior = tmrl.prior()
+    assert set(prior) == {"z", "y"}
+    assert prior["z"][1].exp().flatten().tolist() == pytest.approx([0.22] * 6, rel=1e-4)
+    assert sigma_from_y(torch.tanh(prior["y"][0])).item() == pytest.approx(0.05, rel=1e-4)
+    dsrl = start_actor("dsrl", 6, init_std=1.0, init_sigma=0.05)
+    assert set(dsrl.prior()) == {"z"} and dsrl.config.init_sigma is None

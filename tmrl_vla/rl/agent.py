@@ -64,7 +64,8 @@ class SACAgent(nn.Module):
                 backup_logp = sum(alphas[h] * lp for h, lp in next_logp.items())
             # an n-step row discounts its bootstrap by gamma ** (decisions it spans)
             gamma = cfg.gamma ** batch["steps"]
-            target = td_target(batch["reward"], batch["done"], next_q, gamma, next_log_prob=backup_logp, alpha=1.0)
+            reward = batch["reward"] * cfg.reward_scale  # the critics learn values in scaled units
+            target = td_target(reward, batch["done"], next_q, gamma, next_log_prob=backup_logp, alpha=1.0)
         q = self.critics(batch["obs"], _head_actions(batch))
         loss = critic_loss(q, target)
         self.critic_opt.zero_grad(set_to_none=True)

@@ -1,8 +1,12 @@
-"""Two analyses of what a high-level agent can do and does (``eval/fixed_heads.py``, ``eval/sigma_trace.py``).
+"""Three analyses of what a high-level agent can do and does (``eval/fixed_heads.py``,
+``eval/start_spread.py``, ``eval/sigma_trace.py``).
 
 * Fixed settings: one (z, sigma) held for whole episodes, scored on the same initial states for
   every setting. It measures what an agent could reach without reading the state at all, and how
   rare such settings are in the space the agent explores (how hard the search is).
+* The agent's start: an untrained actor at a given ``init_std`` and ``init_sigma``, played the way
+  the prior warm-up plays it, against the base policy with its own noise. It measures how much of
+  the base's success the first episodes keep, before any learning.
 * Sigma over an episode: a trained agent's sigma at every decision next to the gripper joint. The
   TMRL paper saw sigma low while grasping (precision: read the context) and high while reaching.
 """
@@ -13,7 +17,7 @@ import numpy as np
 import torch
 
 from tmrl_vla.envs.batched import BatchedEnv
-from tmrl_vla.rl.actor import sigma_from_y
+from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy, sigma_from_y
 from tmrl_vla.rl.config import AgentConfig, ObservationConfig
 from tmrl_vla.rl.evaluation import Steering, make_collector, play_episodes
 
@@ -40,6 +44,29 @@ def score_fixed(csp, pre, post, envs: BatchedEnv, actions: dict, *, seed: int, n
     collector = make_collector(envs, steering, seed=seed, seeding="per_env")
     episodes = envs.num_envs
     return play_episodes(collector, torch.ones(episodes, dtype=torch.long)), episodes  # each env's first episode
+
+
+def start_actor(kind: str, action_dim: int, *, init_std: float, init_sigma: float | None) -> HighLevelPolicy:
+    """An untrained actor whose heads start where ``--rl.agent.init_std`` / ``init_sigma`` put them
+    (TMRL: z and y; DSRL: z). Only its :meth:`~HighLevelPolicy.prior` is played, so its trunk's width
+    (``obs_dim``) is a placeholder."""
+    heads = ("z", "y") if kind == "tmrl" else ("z",)
+    sigma = init_sigma if kind == "tmrl" else None
+    config = HighLevelConfig(
+        obs_dim=1, action_dim=action_dim, embed_dim=1, heads=heads, init_std=init_std, init_sigma=sigma
+    )
+    return HighLevelPolicy(config)
+
+
+def score_start(
+    csp, pre, post, envs: BatchedEnv, actor, per_env: torch.Tensor, *, seed: int, n_exec: int, exploration: str
+) -> int:
+    """Successes of ``actor``'s start (its heads drawn as ``warmup_heads="prior"`` draws them, the noise
+    held per episode or fresh per decision as ``exploration`` says) over ``per_env[i]`` episodes of env
+    i, from the fixed initial states that ``seed`` gives (``seeding="per_env"``)."""
+    steering = Steering(csp, actor, pre, post, AgentConfig(n_exec=n_exec), ObservationConfig())
+    collector = make_collector(envs, steering, seed=seed, exploration=exploration, seeding="per_env")
+    return play_episodes(collector, per_env, warmup="prior")
 
 
 def random_settings(kind: str, count: int, action_dim: int, generator: torch.Generator) -> list[dict]:

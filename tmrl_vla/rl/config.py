@@ -142,6 +142,13 @@ class SACConfig:
     # Chen et al. 2021); None takes the min over all N. With 0/1 rewards the min over all five
     # drifted every Q below zero (-0.75 after 150 decisions on the pick task, rewards never negative).
     target_subset: int | None = 2
+    # Rewards are multiplied by this before they enter the TD target, so the critics' values (and
+    # critic/q_mean) are in scaled units. The temperatures and the anchor are weighed against those
+    # values: init_temperature fits returns of about [0, 1] (the pick task's one reward of 1). A
+    # robot's -1 per tick over a 100-tick episode gives values near -100, against which a temperature
+    # of 0.05 is nothing and the actor turns deterministic within its first updates; 0.01 (about
+    # 1 / the episode's ticks) brings them back to [-1, 0].
+    reward_scale: float = 1.0
     # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
     # of the agent's own successful episodes (kept by the trainer; 0 turns it off).
     imitation_weight: float = 0.0
@@ -160,6 +167,8 @@ class SACConfig:
             raise ValueError("utd, batch_size, n_step and replay_capacity must be >= 1")
         if min(self.warmup_decisions, self.updates_per_decision) < 0:
             raise ValueError("warmup_decisions and updates_per_decision must be >= 0")
+        if not self.reward_scale > 0:
+            raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
         if self.imitation_weight < 0:
             raise ValueError(f"imitation_weight must be >= 0, got {self.imitation_weight}")
         if self.anchor_weight < 0:

@@ -91,10 +91,13 @@ def evaluate(make_env: Callable[[], gym.Env], steering: Steering, *, episodes: i
     return wins / episodes
 
 
-def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False) -> int:
+def play_episodes(
+    collector: DecisionCollector, per_env: torch.Tensor, *, deterministic: bool = False, warmup: str | None = None
+) -> int:
     """Reset ``collector`` and step it until env i has ended ``per_env[i]`` episodes; returns the
     successes among them. An env retires once it has played its share, so no time goes on episodes
-    that would not count.
+    that would not count. ``warmup``: every decision drawn as that warm-up draws it (e.g. ``"prior"``:
+    the actor's start), not by the actor.
 
     A fixed share per env, rather than the first N endings over all envs: the first endings are
     biased towards short episodes, and on tasks where success ends an episode, those are successes.
@@ -112,7 +115,7 @@ def play_episodes(collector: DecisionCollector, per_env: torch.Tensor, *, determ
     wins = 0
     while (played < quota).any():
         collector.retire_after_episode[:] = played + 1 >= quota
-        t = collector.step(deterministic=deterministic)
+        t = collector.step(deterministic=deterministic, warmup=warmup)
         index = t.env_index.numpy()
         ended = t.episode_end.numpy()
         wins += int(t.success.numpy()[ended].sum())
