@@ -146,8 +146,8 @@ class SACConfig:
     # critic/q_mean) are in scaled units. The temperatures and the anchor are weighed against those
     # values: init_temperature fits returns of about [0, 1] (the pick task's one reward of 1). A
     # robot's -1 per tick over a 100-tick episode gives values near -100, against which a temperature
-    # of 0.05 is nothing and the actor turns deterministic within its first updates; 0.01 (about
-    # 1 / the episode's ticks) brings them back to [-1, 0].
+    # of 0.05 is nothing (measured on the simulated SO-101: the z and y heads' entropies at -9.5 and
+    # -13 nats by decision 161); 0.01 (about 1 / the episode's ticks) brings them back to [-1, 0].
     reward_scale: float = 1.0
     # Weight of a self-imitation term in the actor loss: the negative log-likelihood of the actions
     # of the agent's own successful episodes (kept by the trainer; 0 turns it off).

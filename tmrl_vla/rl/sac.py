@@ -65,9 +65,13 @@ def anchor_loss(kl: dict[str, torch.Tensor]) -> torch.Tensor:
     SAC's entropy bonus alone pulls an actor that its critics do not yet inform towards the widest
     spread its heads allow (uniform z, sigma at the centre of its map), away from the base policy
     it steers; when the base already half-solves the task, those episodes cost successes. A KL to
-    the start (z spread like the flow's own noise, sigma low: ``init_std``, ``init_sigma``) keeps
+    the start (z spread by ``init_std``, sigma low by ``init_sigma``) keeps
     the actor there until the critics pay for leaving (the KL-regularised RL of, e.g., Jaques et
     al. 2019, here towards the start of the noise-space policy rather than a language model).
+    Adam's steps do not shrink with the temperature, so without the anchor even a small entropy bonus
+    widens a narrow start within tens of updates when the critics are flat (tests/rl/test_agent.py).
+    A wide start is itself far from a good base (z held per episode at ``init_std`` 1.0 keeps 0.34
+    of a 0.98 base, at 0.22 it keeps 0.89: eval/results/agent_start.md).
     """
     return sum(kl.values()).mean()
 
