@@ -7,6 +7,7 @@ from tmrl_vla.rl.actor import (
     HighLevelConfig,
     HighLevelPolicy,
     sigma_from_y,
+    tanh_gaussian_entropy,
     tanh_gaussian_log_prob,
     y_from_sigma,
     y_position,
@@ -175,3 +176,24 @@ def test_the_anchor_is_the_configured_start_and_does_not_move_with_the_biases():
 def test_impossible_starts_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         HighLevelConfig(obs_dim=4, action_dim=2, embed_dim=3, **options)
+
+
+@pytest.mark.parametrize("mean,std", [(0.0, 0.22), (math.atanh(-0.9), 0.22), (0.0, 1.0), (1.0, 0.05)])
+def test_the_tanh_gaussian_entropy_matches_its_monte_carlo_estimate(mean, std):
+    u = mean + std * torch.randn(400_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    log_std = math.log(std)
+    monte_carlo = -tanh_gaussian_log_prob(u, torch.full_like(u, mean), torch.full_like(u, log_std)).mean().item()
+    assert tanh_gaussian_entropy(mean, log_std) == pytest.approx(monte_carlo, abs=5e-3)
+
+
+def test_an_anchored_actor_aims_its_temperatures_at_its_start_unless_a_target_is_named():
+    shape = dict(obs_dim=3, action_dim=6, embed_dim=4, heads=("z", "y"), init_sigma=0.05, init_std=0.22)
+    plain = HighLevelConfig(**shape)
+    anchored = HighLevelConfig(**shape, targets_from_start=True)
+    named = HighLevelConfig(**shape, targets_from_start=True, target_entropy={"y": -3.0})
+    assert (plain.target("z"), plain.target("y")) == (-6.0, -1.0)
+    # sigma 0.05 at spread 0.22: below the usual -1 on y, so without this its temperature only grows
+    assert anchored.target("y") == pytest.approx(tanh_gaussian_entropy(*anchored.start("y")))
+    assert anchored.target("y") < -1.5
+    assert anchored.target("z") == pytest.approx(6 * tanh_gaussian_entropy(0.0, math.log(0.22)))
+    assert named.target("y") == -3.0 and named.target("z") == anchored.target("z")

@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 
 from tmrl_vla.rl.actor import HighLevelConfig, HighLevelPolicy
-from tmrl_vla.rl.agent import SACAgent, SACConfig
+from tmrl_vla.rl.agent import SACAgent, SACConfig, build_agent
+from tmrl_vla.rl.config import AgentConfig
 from tmrl_vla.rl.critic import CriticConfig, CriticEnsemble
 from tmrl_vla.rl.replay import ReplayBuffer
 
@@ -204,3 +207,31 @@ def test_a_flat_critic_lets_the_entropy_bonus_widen_a_narrow_start_and_the_ancho
 
     assert z_std_after_updates(0.0) > 0.3  # 0.38 measured
     assert z_std_after_updates(1.0) == pytest.approx(0.22, abs=0.02)
+
+
+def test_with_the_anchor_a_low_sigma_start_no_longer_drives_its_temperature_up():
+    """sigma 0.05 at spread 0.22 has less entropy on y than SAC's usual target (-1), and the anchor
+    keeps it there, so that temperature used to grow at full Adam speed for as long as the run
+    lasted; aimed at the start's own entropy (what build_agent does when the anchor is on), it rests."""
+    agent_config = AgentConfig(heads=("z", "y"), hidden=32, num_critics=2, init_sigma=0.05, init_std=0.22)
+    sac = SACConfig(utd=1, batch_size=64, anchor_weight=1.0, temperature_lr=3e-3)
+
+    def alpha_y_after_updates(agent: SACAgent) -> float:
+        replay = ReplayBuffer(512, 4, {"z": 3, "y": 1})
+        obs = torch.randn(512, 4)
+        heads = {"z": torch.tanh(0.22 * torch.randn(512, 3)), "y": torch.full((512, 1), -0.9)}
+        replay.add(obs, heads, torch.full((512,), -0.05), torch.zeros(512), torch.randn(512, 4))
+        g = torch.Generator().manual_seed(0)
+        for _ in range(200):
+            agent.update(replay, g)
+        return agent.actor.alphas()["y"].item()
+
+    torch.manual_seed(0)
+    anchored = build_agent(agent_config, sac, obs_dim=4, action_dim=3, embed_dim=1)
+    assert anchored.actor.config.targets_from_start
+    torch.manual_seed(0)
+    usual = build_agent(agent_config, sac, obs_dim=4, action_dim=3, embed_dim=1)
+    usual.actor.config = dataclasses.replace(usual.actor.config, targets_from_start=False)
+    start = agent_config.init_temperature
+    assert alpha_y_after_updates(usual) > 1.4 * start  # 1.71x measured
+    assert alpha_y_after_updates(anchored) == pytest.approx(start, rel=0.1)  # 1.03x measured

@@ -156,6 +156,7 @@ def build_agent(agent: AgentConfig, sac: SACConfig, *, obs_dim: int, action_dim:
             init_sigma=agent.init_sigma if "y" in agent.active_heads else None,
             init_std=agent.init_std,
             sigma_centre=agent.sigma_centre,
+            targets_from_start=sac.anchor_weight > 0,
         )
     )
     critics = CriticEnsemble(CriticConfig(**shared, num_critics=agent.num_critics))
