@@ -54,7 +54,14 @@ def chunk_runner(policy: str):
 
 
 def robot_eval(
-    run, policy_config, shift: str, episodes: int, embedded: bool, camera_fps: int | None = None, bridge: bool = True
+    run,
+    policy_config,
+    shift: str,
+    episodes: int,
+    embedded: bool,
+    camera_fps: int | None = None,
+    bridge: bool = True,
+    person_seed: int = 50_000,
 ) -> dict:
     from lerobot.robots import make_robot_from_config
 
@@ -79,7 +86,7 @@ def robot_eval(
                     make_robot_from_config(robot_config),
                     policy_config,
                     safety_preset(robot_config.type),
-                    SimulatedPerson(simulation, seed=50_000),
+                    SimulatedPerson(simulation, seed=person_seed),
                     env_config,
                 )
                 envs.append(env)
@@ -129,6 +136,13 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="the arm holds while the policy decides (--env.bridge=false) instead of running on the chunk's rest",
     )
+    parser.add_argument(
+        "--person-seed",
+        type=int,
+        default=50_000,
+        help="the simulated person's seed, which sets the robot episodes' cube positions (a training run's "
+        "first episodes use its --rl.seed x 100000)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -144,11 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
     run, policy_config = chunk_runner(args.policy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"policy": "embedded BC" if embedded else args.policy, "shifts": {}}
+    report = {"policy": "embedded BC" if embedded else args.policy, "person_seed": args.person_seed, "shifts": {}}
     for shift in args.shift or ["none", "moved_camera"]:
         row = {} if args.robot_only else {"scene": scene_eval(run, shift, args.episodes)}
         row["so101_sim"] = robot_eval(
-            run, policy_config, shift, args.episodes, embedded, args.camera_fps, bridge=not args.hold
+            run, policy_config, shift, args.episodes, embedded, args.camera_fps, not args.hold, args.person_seed
         )
         for side in row:
             r = row[side]
