@@ -79,7 +79,7 @@ class HighLevelConfig:
         """The head's target entropy: as named in ``target_entropy``; else its start's entropy with
         ``targets_from_start``; else -dim (SAC's usual choice).
 
-        Why the start's: a start narrower than -dim (sigma 0.05 at spread 0.22 has -1.7 nats on the
+        Why the start's: a start narrower than -dim (sigma 0.05 at spread 0.22 has -1.77 nats on the
         one-dimensional y head) can never reach the target while the anchor holds it there, so the
         temperature grows without bound (measured on the simulated SO-101: alpha_y 0.05 -> 0.32 in
         240 decisions, x6), until its bonus outweighs the anchor and spreads sigma."""
@@ -113,8 +113,9 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 @functools.lru_cache(maxsize=64)
 def tanh_gaussian_entropy(mean: float, log_std: float) -> float:
     """Entropy (nats) of ``tanh(u)`` for ``u ~ N(mean, exp(log_std))`` in one dimension: the
-    Gaussian's plus E[log(1 - tanh(u)^2)], the expectation by 80-point Gauss-Hermite quadrature
-    (exact to about 1e-10 for the smooth integrand, and the same number every time)."""
+    Gaussian's plus E[log(1 - tanh(u)^2)], the expectation by 80-point Gauss-Hermite quadrature, the
+    same number every time (checked against 150 points: within 1e-11 up to a spread of 1, 0.01 nats
+    at the widest spread the heads allow, 7.4, where the integrand is nearly |u| with a kink)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
     u = mean + math.exp(log_std) * nodes
     log_det = 2.0 * (math.log(2.0) - u - np.logaddexp(0.0, -2.0 * u))

@@ -40,7 +40,8 @@ class AgentConfig:
     # entropy bonus weighted 1.0 swamps it and the actor only spreads out (measured: no learning in
     # 150 decisions); a small start lets the critic matter from the first updates.
     init_temperature: float = 0.05
-    # Target entropy per head (e.g. {"eps_c": -10}); heads not named use -dim(head).
+    # Target entropy per head (e.g. {"eps_c": -10}); heads not named use -dim(head), or, with the KL
+    # anchor on (sac.anchor_weight > 0), the entropy of their start.
     target_entropy: dict[str, float] = field(default_factory=dict)
     # Where the actor's sigma starts: the y head's initial mean, in (0, 1); DSRL, which has no y
     # head, ignores it (as it ignores `heads`). None: near sigma_centre, by the random init. A low
@@ -155,7 +156,8 @@ class SACConfig:
     # Weight of a KL term in the actor loss: from the actor's distribution at each state to its
     # configured start (z around 0 with spread agent.init_std, sigma at agent.init_sigma), summed
     # over heads; 0 turns it off. It holds the actor near a base that already half-solves the task
-    # until the critics pay for leaving it (tmrl_vla.rl.sac.anchor_loss).
+    # until the critics pay for leaving it (tmrl_vla.rl.sac.anchor_loss). With it on, the heads'
+    # temperatures aim at their start's entropy (agent.target_entropy), not at one it cannot reach.
     anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
