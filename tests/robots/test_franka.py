@@ -163,6 +163,8 @@ def fake_franky() -> SimpleNamespace:
             self.current_joint_positions = np.asarray(HOME)
             self.relative_dynamics_factor = 1.0
             self.has_errors, self.is_in_control, self.join_succeeds = False, False, True
+            self.plan_fails = False
+            self.failures_to_surface = 0
             self.calls: list = []
             Robot.instances.append(self)
 
@@ -173,10 +175,16 @@ def fake_franky() -> SimpleNamespace:
 
         def move(self, motion, asynchronous=False):
             self.calls.append(("move", motion, asynchronous))
+            if self.failures_to_surface:  # the running motion's planner failed: franky says so on the next move
+                self.failures_to_surface -= 1
+                raise RuntimeError("Motion planner failed with error code -111")
             self.is_in_control = True
 
         def join_motion(self, timeout=None):
             self.calls.append("join")
+            if self.plan_fails:  # what franky raises when ruckig cannot plan the motion
+                self.plan_fails = False
+                raise RuntimeError("Motion planner failed with error code -111")
             if self.join_succeeds:
                 self.is_in_control = False
             return self.join_succeeds
@@ -271,6 +279,19 @@ def test_actions_are_clipped_to_the_step_and_the_joint_limits_and_sent_without_b
     free.disconnect()
 
 
+def test_a_motion_that_could_not_be_planned_is_replaced_once_and_a_second_failure_raises(tmp_path, franky):
+    robot = make(tmp_path, gripper=False)
+    robot.connect()
+    arm = franky.Robot.instances[-1]
+    arm.failures_to_surface = 1
+    robot.send_action(joint_action(HOME))  # the failure is logged and the motion started again
+    assert [c[1].kind for c in arm.calls] == ["joint", "joint"] and arm.is_in_control
+    arm.failures_to_surface = 2
+    with pytest.raises(RuntimeError, match="-111"):
+        robot.send_action(joint_action(HOME))
+    robot.disconnect()
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_or_missing_targets_are_refused_before_anything_is_sent(tmp_path, franky, bad):
     robot = make(tmp_path)
@@ -301,7 +322,7 @@ def test_the_gripper_gets_one_command_at_a_time_and_ignores_jitter(tmp_path, fra
     robot.disconnect()
 
 
-def test_disconnect_brakes_the_arm_and_forces_a_stop_only_when_braking_hangs(tmp_path, franky):
+def test_disconnect_brakes_the_arm_and_forces_a_stop_only_when_braking_hangs_or_fails(tmp_path, franky):
     robot = make(tmp_path, gripper=False)
     robot.connect()
     arm = franky.Robot.instances[-1]
@@ -315,6 +336,14 @@ def test_disconnect_brakes_the_arm_and_forces_a_stop_only_when_braking_hangs(tmp
     robot.send_action(joint_action(HOME))
     arm.join_succeeds = False  # the braking motion never ends
     robot.disconnect()  # preempted: franky's ControlException is the expected end, not an error
+    assert [c if isinstance(c, str) else c[1].kind for c in arm.calls] == ["joint", "stop", "join", "stop"]
+    assert not robot.is_connected
+
+    robot.connect()
+    arm = franky.Robot.instances[-1]
+    robot.send_action(joint_action(HOME))
+    arm.plan_fails = True  # the braking motion cannot be planned: stopped all the same, not raised
+    robot.disconnect()
     assert [c if isinstance(c, str) else c[1].kind for c in arm.calls] == ["joint", "stop", "join", "stop"]
     assert not robot.is_connected
 

@@ -238,7 +238,8 @@ class Franka(Robot):
         reach the arm, and there is no sensible value to substitute here (the safety layer's hold is
         the place for that). Targets are clipped into the joint limits and to ``max_relative_target``
         of the measured position. Errors of the arm (a reflex, a lost connection) surface as franky's
-        exceptions, from this call or the next.
+        exceptions, from this call or the next; a motion that ended because it could not be planned
+        is replaced by a new one, once, with a warning.
         """
         missing = [k for k in self.action_features if k not in action]
         if missing:
@@ -251,7 +252,15 @@ class Franka(Robot):
             goal = np.clip(goal, present - self._cap, present + self._cap)
         goal = np.clip(goal, self.lower, self.upper)
         franky = self._franky
-        self._robot.move(franky.JointMotion(goal, return_when_finished=False), asynchronous=True)
+        try:
+            self._robot.move(franky.JointMotion(goal, return_when_finished=False), asynchronous=True)
+        except RuntimeError as e:
+            # The running motion ended because franky's planner (ruckig) could not plan a step (its
+            # rare synchronisation error, seen on franky-sim after the controller had stalled); the
+            # arm stopped with it. A new motion plans afresh from where the arm is: try once more.
+            # franky's own errors (reflexes, a lost connection) are franky.Exception, not caught here.
+            logger.warning("%s: the last motion failed (%s); starting a new one.", self, e)
+            self._robot.move(franky.JointMotion(goal, return_when_finished=False), asynchronous=True)
         sent: dict[str, Any] = {f"{j}.pos": float(q) for j, q in zip(JOINTS, goal, strict=True)}
         if self._gripper is not None:
             sent[f"{GRIPPER}.pos"] = self._send_gripper(float(action[f"{GRIPPER}.pos"]))
@@ -301,17 +310,23 @@ class Franka(Robot):
 
         The arm is brought to rest by franky's ``JointStopMotion`` (a deceleration within the
         dynamics limits) rather than an abrupt stop; only if that has not ended within
-        :data:`STOP_TIMEOUT_S` is the motion preempted with ``robot.stop()``. Afterwards the arm holds
-        its position under its own controller, as after any finished motion.
+        :data:`STOP_TIMEOUT_S`, or could not be planned (ruckig's rare synchronisation error, seen on
+        franky-sim after the controller had stalled), is the motion preempted with ``robot.stop()``.
+        Afterwards the arm holds its position under its own controller, as after any finished motion.
         """
         franky, robot = self._franky, self._robot
         try:
             if robot.is_in_control:
-                robot.move(franky.JointStopMotion(), asynchronous=True)
-                if not robot.join_motion(timeout=STOP_TIMEOUT_S):
-                    logger.warning(
-                        "%s: the arm did not stop within %.1f s; preempting the motion.", self, STOP_TIMEOUT_S
-                    )
+                try:
+                    robot.move(franky.JointStopMotion(), asynchronous=True)
+                    stopped = robot.join_motion(timeout=STOP_TIMEOUT_S)
+                    if not stopped:
+                        logger.warning("%s: the arm did not stop within %.1f s.", self, STOP_TIMEOUT_S)
+                except RuntimeError as e:  # franky's planner (ruckig) failing to plan the stop: still stop
+                    logger.warning("%s: the stop motion failed (%s).", self, e)
+                    stopped = False
+                if not stopped:
+                    logger.warning("%s: preempting the motion.", self)
                     robot.stop()
                     robot.join_motion(timeout=STOP_TIMEOUT_S)
         except franky.ControlException as e:  # a preempted motion ends with this; the arm is stopped

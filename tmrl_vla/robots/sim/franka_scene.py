@@ -15,8 +15,9 @@ through :class:`tmrl_vla.robots.sim.franka.SimulatedFranka` and talks to it in t
   would) and the state (the cube's position, whether it counts as picked).
 
 It prints one line ``SCENE_READY {"hostname": ..., "port": ...}`` once both servers listen. The
-physics runs at franky-sim's 1 kHz in the main thread; each connection renders in its own thread
-with its own GL context, under the lock that the physics step also takes.
+physics runs at franky-sim's 1 kHz in the main thread, at most, and during a motion in step with
+the controller (see LOCKSTEP_TIMEOUT_S); each connection renders in its own thread with its own GL
+context, under the lock that the physics step also takes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import sys
 import threading
 import time
@@ -40,6 +42,13 @@ from scene_link import SceneServer  # noqa: E402  (beside this script; see the m
 CUBE_HALF = 0.02  # m
 CUBE_X = (0.45, 0.60)  # where the cube is put (m, in the arm's base frame)
 CUBE_Y = (-0.12, 0.12)
+# How long the physics waits, during a motion, for the controller's command answering the last state.
+# Why it waits at all: libfranka's client (franky) treats a late state as missed control steps and
+# extrapolates its own trajectory as the real arm would (constant acceleration), but franky-sim
+# holds the last command instead, so after a stall of the client (a busy machine) the two disagree
+# and later motions start from a wrong desired state: seen as a joint driven to its limit. Waiting
+# keeps them in step; a simulation may run slower than the wall clock, the real arm may not.
+LOCKSTEP_TIMEOUT_S = 1.0
 CAMERAS = {  # name: (position, xyaxes) of fixed cameras looking at the cube's region
     "front": ("1.05 0.0 0.6", "0 1 0 -0.55 0 0.83"),
     "side": ("0.35 -0.85 0.55", "1 0 0 0 0.5 0.87"),
@@ -126,6 +135,20 @@ class SceneCamera:
         self.renderer.close()
 
 
+def wait_for_command(robot_server) -> None:
+    """During a motion, wait (at most LOCKSTEP_TIMEOUT_S) until the controller's next command is there.
+
+    It only looks (``select`` on the server's UDP socket, named by franky-sim's private attribute);
+    ``process_commands`` reads the command on the next tick as always. Outside motions the client
+    sends nothing, and a client that died mid-motion costs at most the timeout per tick until
+    franky-sim notices the closed connection.
+    """
+    sock = robot_server._FrankaServer__udp_socket  # None until a client connects
+    if sock is None or not robot_server.current_motion_id:
+        return
+    select.select([sock], [], [], LOCKSTEP_TIMEOUT_S)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hostname", default="127.0.0.1", help="the arm's libfranka address (loopback only)")
@@ -143,6 +166,9 @@ def main() -> None:
     scene = Scene(sim, cameras, args.lift, args.hold_s)
     server = SimulationServer(sim, hostname_candidates=[args.hostname])
     server.init()  # binds libfranka's ports and starts the simulation
+    for robot_server in server.robot_servers:
+        if not hasattr(robot_server, "_FrankaServer__udp_socket"):
+            raise SystemExit("this franky-sim has no FrankaServer UDP socket where 1.0.4 had it: see wait_for_command")
     scene.reset_scene(args.seed)
     requests = SceneServer(scene, image_size=args.image_size, port=args.port).start()
     print("SCENE_READY " + json.dumps({"hostname": robot.hostname, "port": requests.port}), flush=True)
@@ -161,6 +187,8 @@ def main() -> None:
             for robot_server in server.robot_servers:
                 robot_server.send_state()
             time.sleep(max(0.0, 0.001 - (time.perf_counter() - start)))
+            for robot_server in server.robot_servers:
+                wait_for_command(robot_server)
     except KeyboardInterrupt:
         pass
     finally:
