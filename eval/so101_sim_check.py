@@ -53,6 +53,36 @@ def chunk_runner(policy: str):
     return run, chunk_policy.lerobot_config
 
 
+def csp_runner(policy: str, adapter: str | None, sigma: float, n_exec: int):
+    """(run, policy config) for the CSP policy at a fixed ``sigma`` with z = 0: the frozen policy that
+    a TMRL agent steers, played without an agent (the start an agent with ``init_sigma`` begins near).
+    Without ``adapter``, the plain policy with z = 0 (sigma must be 0): DSRL's frozen policy, and the
+    control for the adapter, since z = 0 is not the random noise the policy itself samples."""
+    import torch
+
+    from tmrl_vla.rl.analysis import FixedHeads
+    from tmrl_vla.rl.config import AgentConfig, ObservationConfig
+    from tmrl_vla.rl.evaluation import Steering, evaluate
+    from tmrl_vla.rl.run import load_frozen_policy
+
+    if not 0 <= sigma <= 1:
+        raise ValueError(f"--csp-sigma must lie in [0, 1], got {sigma}")
+    if adapter is None and sigma != 0:
+        raise ValueError(f"without the adapter sigma is 0, got {sigma}")
+    csp, pre, post = load_frozen_policy(policy, adapter)
+    action_dim = csp.base_policy.config.output_features["action"].shape[0]
+    actions = {"z": torch.zeros(1, action_dim)}
+    if adapter is not None:
+        actions["y"] = torch.full((1, 1), 2 * sigma - 1)  # FixedHeads' linear map: sigma = (y + 1) / 2
+    heads = FixedHeads(actions)
+    steering = Steering(csp, heads, pre, post, AgentConfig(n_exec=n_exec), ObservationConfig())
+
+    def run(make_env, episodes, num_envs):
+        return round(evaluate(make_env, steering, episodes=episodes, num_envs=num_envs) * episodes)
+
+    return run, csp.base_policy.config
+
+
 def robot_eval(
     run,
     policy_config,
@@ -131,10 +161,23 @@ def main(argv: list[str] | None = None) -> dict:
         "--camera-fps", type=int, default=None, help="the cameras' frame rate (default: 25, the ticks')"
     )
     parser.add_argument("--robot-only", action="store_true", help="skip the scene's own evaluation")
+    parser.add_argument("--scene-only", action="store_true", help="skip the robot: only the scene's evaluation")
     parser.add_argument(
         "--hold",
         action="store_true",
         help="the arm holds while the policy decides (--env.bridge=false) instead of running on the chunk's rest",
+    )
+    parser.add_argument(
+        "--csp-sigma",
+        type=float,
+        default=None,
+        help="play the embedded CSP adapter at this fixed sigma (z = 0) instead of a policy; 0 is the "
+        "adapted policy without context noise, which need not be the BC policy it was trained from",
+    )
+    parser.add_argument(
+        "--base-z0",
+        action="store_true",
+        help="play the embedded BC policy with z = 0 (the control for --csp-sigma: the same initial noise)",
     )
     parser.add_argument(
         "--person-seed",
@@ -150,20 +193,41 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(1)
     embedded = args.policy is None
+    fixed = args.csp_sigma is not None or args.base_z0
+    if fixed and not embedded:
+        parser.error("--csp-sigma and --base-z0 play the embedded default's policies; leave --policy out")
+    if args.csp_sigma is not None and args.base_z0:
+        parser.error("--csp-sigma or --base-z0, not both")
+    if args.robot_only and args.scene_only:
+        parser.error("--robot-only or --scene-only, not both")
     if embedded:
         from tmrl_vla.assets import AssetsConfig, build_default_assets
         from tmrl_vla.cache import AssetCache
 
-        args.policy = str(build_default_assets(AssetsConfig(), AssetCache()).policy_dir)
-    run, policy_config = chunk_runner(args.policy)
+        assets = build_default_assets(AssetsConfig(), AssetCache())
+        args.policy = str(assets.policy_dir)
+    if fixed:
+        from tmrl_vla.robot_finetune import robot_rl
+
+        adapter = None if args.base_z0 else str(assets.csp_dir)
+        sigma = 0.0 if args.base_z0 else args.csp_sigma
+        run, policy_config = csp_runner(args.policy, adapter, sigma, robot_rl().agent.n_exec)
+    else:
+        run, policy_config = chunk_runner(args.policy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"policy": "embedded BC" if embedded else args.policy, "person_seed": args.person_seed, "shifts": {}}
+    name = "embedded BC" if embedded else args.policy
+    if args.csp_sigma is not None:
+        name = f"embedded CSP at sigma {args.csp_sigma}, z = 0"
+    elif args.base_z0:
+        name = "embedded BC, z = 0"
+    report = {"policy": name, "person_seed": args.person_seed, "shifts": {}}
     for shift in args.shift or ["none", "moved_camera"]:
         row = {} if args.robot_only else {"scene": scene_eval(run, shift, args.episodes)}
-        row["so101_sim"] = robot_eval(
-            run, policy_config, shift, args.episodes, embedded, args.camera_fps, not args.hold, args.person_seed
-        )
+        if not args.scene_only:
+            row["so101_sim"] = robot_eval(
+                run, policy_config, shift, args.episodes, embedded, args.camera_fps, not args.hold, args.person_seed
+            )
         for side in row:
             r = row[side]
             r["rate"] = r["successes"] / r["episodes"]
