@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> dict:
         "adapted policy without context noise, which need not be the BC policy it was trained from",
     )
     parser.add_argument(
+        "--adapter",
+        default=None,
+        help="with --csp-sigma: another CSP adapter of the embedded base (default: the embedded adapter)",
+    )
+    parser.add_argument(
         "--base-z0",
         action="store_true",
         help="play the embedded BC policy with z = 0 (the control for --csp-sigma: the same initial noise)",
@@ -198,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--csp-sigma and --base-z0 play the embedded default's policies; leave --policy out")
     if args.csp_sigma is not None and args.base_z0:
         parser.error("--csp-sigma or --base-z0, not both")
+    if args.adapter is not None and args.csp_sigma is None:
+        parser.error("--adapter goes with --csp-sigma")
     if args.robot_only and args.scene_only:
         parser.error("--robot-only or --scene-only, not both")
     if embedded:
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     if fixed:
         from tmrl_vla.robot_finetune import robot_rl
 
-        adapter = None if args.base_z0 else str(assets.csp_dir)
+        adapter = None if args.base_z0 else (args.adapter or str(assets.csp_dir))
         sigma = 0.0 if args.base_z0 else args.csp_sigma
         run, policy_config = csp_runner(args.policy, adapter, sigma, robot_rl().agent.n_exec)
     else:
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     name = "embedded BC" if embedded else args.policy
     if args.csp_sigma is not None:
-        name = f"embedded CSP at sigma {args.csp_sigma}, z = 0"
+        name = f"{'embedded CSP' if args.adapter is None else args.adapter} at sigma {args.csp_sigma}, z = 0"
     elif args.base_z0:
         name = "embedded BC, z = 0"
     report = {"policy": name, "person_seed": args.person_seed, "shifts": {}}

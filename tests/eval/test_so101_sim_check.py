@@ -39,6 +39,8 @@ def test_csp_sigma_is_refused_out_of_range_and_beside_a_policy(tiny_base_policy,
         so101_sim_check.main(["--csp-sigma", "0.1", "--policy", str(tiny_base_policy)])
     with pytest.raises(SystemExit):
         so101_sim_check.main(["--csp-sigma", "0.1", "--base-z0"])
+    with pytest.raises(SystemExit):
+        so101_sim_check.main(["--adapter", str(tiny_adapter)])  # an adapter needs --csp-sigma
 
 
 def test_without_the_adapter_the_plain_policy_plays_z_zero_at_sigma_zero(tiny_base_policy, monkeypatch):
