@@ -87,7 +87,7 @@ def compare(runs: dict[str, str], out: Path) -> None:
     print(f"wrote {out / 'success_at_k_compare.png'}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, help="LeRobot policy checkpoint (default: the embedded default's)")
     parser.add_argument("--adapter", type=Path, help="CSP adapter directory (default: the embedded default's)")
@@ -106,7 +106,7 @@ def main() -> None:
         metavar="LABEL=JSON",
         help="plot earlier runs' success_at_k.json files together (one PNG under --out), run nothing",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.compare:
         compare(dict(item.split("=", 1) for item in args.compare), args.out)
         return
@@ -117,8 +117,9 @@ def main() -> None:
     from tmrl_vla.policies import load_lerobot_policy
 
     base_dir, adapter_dir = (args.base, args.adapter)
-    if base_dir is None or adapter_dir is None:
-        base_dir, adapter_dir = default_assets()
+    if base_dir is None or adapter_dir is None:  # fill in only what was not given
+        default_base, default_adapter = default_assets()
+        base_dir, adapter_dir = base_dir or default_base, adapter_dir or default_adapter
     bc, pre, post = load_lerobot_policy(base_dir)
     csp_base, _, _ = load_lerobot_policy(base_dir)
     csp = CSPPolicy.from_pretrained(adapter_dir, base=csp_base)
