@@ -120,7 +120,7 @@ def test_a_stalled_controller_does_not_send_the_simulated_arm_to_its_limit():
     franky extrapolates over the control steps it missed, as the real arm would; franky-sim holds
     the last command. Before the scene ran in step with the controller, this freeze sent joint 1 to
     its limit (2.75 rad, as once in a CI run) in 3 of 3 tries; with the lockstep it reached 0.4 in
-    41 of 41 runs that got that far, but ruckig's -111 planning error ended a motion in 6 of 47
+    44 of 44 runs that got that far, but ruckig's -111 planning error ended a motion in 6 of 49
     runs, which the driver now survives (15 of 15).
     """
     franky_sim_or_skip()
