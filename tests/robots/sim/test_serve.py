@@ -75,9 +75,10 @@ def serve(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
 
 
 def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int, tool: str = "lerobot-record") -> Path:
-    """LeRobot's ``tool`` with ``flags``, one episode recorded; returns the dataset's root. A reply can
-    miss LeRobot's window while it connects, where it does not retry (a loaded CPU; see serve.py):
-    then the command is run again, up to three times in all; a failure after connecting is not."""
+    """LeRobot's ``tool`` with ``flags``, one episode recorded; returns the dataset's root. On a CPU
+    loaded past LeRobot's reply window a reply can miss it while LeRobot connects, where it does not
+    retry (see serve.py): then the command is run again, up to three times in all, and each miss is
+    printed; a failure after connecting is not retried."""
     for attempt in range(3):
         root = tmp_path / f"{name}{attempt}"
         command = [
@@ -97,6 +98,7 @@ def record(tmp_path: Path, env: dict, flags: list[str], name: str, seconds: int,
         missed_at_connect = "robot.connect()" in done.stderr and "motors_bus.py" in done.stderr
         if not (done.returncode and missed_at_connect):
             break
+        print(f"{tool}: attempt {attempt + 1} missed a reply while connecting:\n{done.stderr[-1500:]}")
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 

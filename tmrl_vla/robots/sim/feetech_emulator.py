@@ -43,7 +43,7 @@ import threading
 import time
 import tty
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -186,7 +186,12 @@ class FeetechBusEmulator:
     """
 
     def __init__(
-        self, motor_ids: Sequence[int] = (1, 2, 3, 4, 5, 6), model: str = "sts3215", *, reply_delay_s: float = 0.0
+        self,
+        motor_ids: Sequence[int] = (1, 2, 3, 4, 5, 6),
+        model: str = "sts3215",
+        *,
+        reply_delay_s: float = 0.0,
+        on_traffic: Callable[[], None] | None = None,
     ) -> None:
         if model not in MODEL_NUMBERS:
             raise ValueError(f"model {model!r} is not emulated; known: {sorted(MODEL_NUMBERS)}")
@@ -194,6 +199,9 @@ class FeetechBusEmulator:
             raise ValueError(f"motor ids must be distinct and in 0..253, got {list(motor_ids)}")
         self.model = model
         self.reply_delay_s = reply_delay_s
+        # called by the serving thread before and after it answers what it read (no lock held): a bus
+        # served from another process exchanges its state with the simulation there (bus_process.py)
+        self.on_traffic = on_traffic
         self._lock = threading.Lock()
         self._motors = {i: self._factory_motor(i) for i in motor_ids}
         self._stats = EmulatorStats()
@@ -430,12 +438,17 @@ class FeetechBusEmulator:
                 except OSError:  # EIO: no slave open right now
                     time.sleep(0.005)
                     continue
-            for motor_id, instruction, params in self._split(buf):
+            packets = self._split(buf)
+            if packets and self.on_traffic is not None:
+                self.on_traffic()
+            for motor_id, instruction, params in packets:
                 reply = self._handle(motor_id, instruction, params)
                 if reply:
                     if self.reply_delay_s > 0:
                         time.sleep(self.reply_delay_s)
                     self._send(master, reply)
+            if packets and self.on_traffic is not None:
+                self.on_traffic()
 
     def _split(self, buf: bytearray) -> list[tuple[int, int, bytes]]:
         """Take the complete, valid packets off the front of ``buf``; leave a partial one in it."""

@@ -17,10 +17,10 @@ Nobody puts the cube back between LeRobot's episodes, so the scene does it: once
 held up for ``--reset-after-s``, it is put down somewhere new. The arm's units are LeRobot's
 (degrees, gripper 0..100), as on a real SO-101.
 
-The emulated servos answer from a thread of this process. On a loaded CPU a reply can now and then
-miss LeRobot's reply window (about 34 ms), which a real bus does not: the flags ask LeRobot to retry a
-read (``--robot.num_read_retries``), but the reads of its connect (handshake, calibration) do not
-retry, so a command line can fail while connecting with "There is no status packet": run it again.
+The emulated servos answer from a process of their own (:mod:`~tmrl_vla.robots.sim.bus_process`),
+so a reply does not wait for this process's physics and camera threads: LeRobot gives each reply
+about 34 ms, and the reads of its connect (handshake, calibration) are not retried. The flags also
+ask LeRobot to retry its other reads (``--robot.num_read_retries``), for a CPU loaded past that.
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     config = SimulatedSO101Config(
-        name="so101_served", shift=args.shift, image_size=args.image_size, cameras=tuple(args.cameras.split(","))
+        name="so101_served",
+        shift=args.shift,
+        image_size=args.image_size,
+        cameras=tuple(args.cameras.split(",")),
+        bus_process=True,
     )
     simulation = SimulatedSO101(config)
     port = simulation.start(seed=args.seed)

@@ -36,6 +36,7 @@ import mujoco
 import numpy as np
 
 from tmrl_vla.envs.pick_cube import JOINT_NAMES, PickCubeConfig, PickCubeEnv
+from tmrl_vla.robots.sim.bus_process import FeetechBusProcess
 from tmrl_vla.robots.sim.feetech_emulator import FeetechBusEmulator
 from tmrl_vla.robots.sim.registry import register, unregister
 
@@ -59,6 +60,9 @@ class SimulatedSO101Config:
     physics_period_s: float = 0.004  # wall-clock seconds between physics updates (the model's timestep)
     lift_height: float = 0.04  # the cube counts as picked when lifted this far ...
     hold_s: float = 0.12  # ... for this long (three 25 Hz control steps, as the scene's task)
+    # serve the servo bus from a process of its own (bus_process.py): for LeRobot command lines in other
+    # processes, whose connect fails on one late reply; in this process, the bus's registers are readable
+    bus_process: bool = False
 
 
 class SimulatedSO101:
@@ -69,7 +73,8 @@ class SimulatedSO101:
         c = self.config
         self.scene = PickCubeEnv(PickCubeConfig.with_shift(c.shift, image_size=c.image_size, cameras=c.cameras))
         self.model, self.data = self.scene.model, self.scene.data
-        self.bus = FeetechBusEmulator(tuple(MOTOR_IDS.values()))
+        ids = tuple(MOTOR_IDS.values())
+        self.bus = FeetechBusProcess(ids) if c.bus_process else FeetechBusEmulator(ids)
         self.lock = threading.Lock()  # held while the physics thread changes ``data``
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,12 +88,12 @@ class SimulatedSO101:
         register(self.config.name, self)
         self.scene.reset(seed=seed)  # arm at the home pose, cube placed
         self._cube_z0 = float(self.scene.cube_pos()[2])
-        port = self.bus.start()
         for entry in self.calibration().values():  # the servos hold the calibration written to them
             self.bus.write_register(entry["id"], "Min_Position_Limit", entry["range_min"])
             self.bus.write_register(entry["id"], "Max_Position_Limit", entry["range_max"])
             self.bus.write_register(entry["id"], "Homing_Offset", entry["homing_offset"])
         self._publish_positions()  # (the emulated servo takes its goal from here when its torque goes on)
+        port = self.bus.start()
         self._thread = threading.Thread(target=self._run, name=f"{self.config.name}-physics", daemon=True)
         self._thread.start()
         return port
