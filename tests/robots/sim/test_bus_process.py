@@ -10,20 +10,12 @@ import time
 import pytest
 from lerobot.motors import Motor, MotorNormMode
 from lerobot.motors.feetech import FeetechMotorsBus
+from test_feetech_emulator import eventually  # (pytest puts this folder on sys.path)
 
 from tmrl_vla.robots.sim.bus_process import FeetechBusProcess
 from tmrl_vla.robots.sim.feetech_emulator import FeetechBusEmulator
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def eventually(condition, timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def test_lerobots_bus_reads_the_published_positions_and_its_goals_and_torque_come_back():
@@ -44,7 +36,7 @@ def test_lerobots_bus_reads_the_published_positions_and_its_goals_and_torque_com
             assert bus_process.torque_enabled(1) and bus_process.torque_enabled(2)
             assert bus_process.physical_goal_position(1) == 1000  # torque on holds where it is
             bus.sync_write("Goal_Position", {"a": 1500, "b": 2000}, normalize=False)  # no reply: watch for it
-            assert eventually(lambda: bus_process.physical_goal_position(1) == 1500)
+            assert eventually(lambda: bus_process.physical_goal_position(1) == 1500, timeout_s=2.0)
             # the goal comes back physical (offset added), and no later than the bus's next packet
             bus.sync_read("Present_Position", normalize=False)
             assert bus_process.physical_goal_position(2) == 1900
