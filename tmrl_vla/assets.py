@@ -132,7 +132,10 @@ def evaluate_base_policy(cache: AssetCache, config: EvalConfig, policy_stage, en
 def build_csp_adapter(
     cache: AssetCache, config: CSPTrainConfig, policy_stage, demos, demo_config, *, log=print, is_main: bool = True
 ):
-    key = {"csp": dataclasses.asdict(config), "policy": policy_stage.hash, "demos": demos.hash}
+    csp_key = dataclasses.asdict(config)
+    if config.distill_weight == 0:  # added later: off, it leaves the key (and the caches built before it) as they were
+        del csp_key["distill_weight"]
+    key = {"csp": csp_key, "policy": policy_stage.hash, "demos": demos.hash}
 
     def build(work: Path) -> dict:
         metrics = train_csp(

@@ -23,6 +23,10 @@ def test_sigma_sampling():
     assert (tilted[:250] == 0).all() and tilted.mean() < 0.3
     with pytest.raises(ValueError):
         CSPTrainConfig(clean_fraction=1.0)
+    with pytest.raises(ValueError, match="needs clean_fraction > 0"):
+        CSPTrainConfig(distill_weight=1.0)
+    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+        CSPTrainConfig(distill_weight=-1.0, clean_fraction=0.5)
 
 
 def test_bucket_losses():
@@ -219,3 +223,18 @@ def test_the_in_memory_path_refuses_image_transforms_rather_than_skip_them(tmp_p
             progress=False,
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_distillation_is_logged_and_holds_sigma_zero_near_the_base(tmp_path, tiny_demos, tiny_base_policy):
+    """The same short run with a negligible and with a large distillation weight (same seed, so the same
+    batches and draws): the term starts at 0 (an untrained adapter is the base at sigma 0) and the large
+    weight keeps it lower over the run's second half."""
+    distances = {}
+    for weight in (1e-6, 1e2):
+        options = dict(steps=20, lr=1e-2, clean_fraction=0.5, distill_weight=weight)
+        run(tmp_path, tiny_demos, tiny_base_policy, f"w{weight}", **options)
+        rows = [json.loads(line) for line in (tmp_path / f"w{weight}" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[0]["csp/distill"] < 1e-10
+        distances[weight] = [r["csp/distill"] for r in rows[10:]]
+    assert min(distances[1e-6]) > 0
+    assert sum(distances[1e2]) < 0.5 * sum(distances[1e-6])

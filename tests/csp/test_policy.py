@@ -282,3 +282,34 @@ def test_merged_adapter_equals_peft_merged_lora_and_unmerges(fresh, tmp_path):
     assert back.state_dict().keys() == original.keys()
     for k, v in original.items():
         torch.testing.assert_close(back.state_dict()[k], v)
+
+
+def test_flow_draws_fix_the_noise_and_time_and_base_only_gives_the_base(fresh):
+    from tmrl_vla.csp.trainer import distill_loss
+
+    policy, batch, noise = fresh
+    bare = copy.deepcopy(policy)
+    csp = calibrated(policy, batch)
+    time, sigma = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([0.0, 0.0, 0.7])
+    context = torch.randn(3, csp.embed_width, generator=torch.Generator().manual_seed(3))
+    with csp.flow_draws(noise, time) as first:
+        loss_a, _ = csp.forward(dict(batch), sigma=sigma, context_noise=context, reduction="none")
+    with csp.flow_draws(noise, time) as second:
+        loss_b, _ = csp.forward(dict(batch), sigma=sigma, context_noise=context, reduction="none")
+    assert len(first) == 1 and first[0].shape == (3, 10, 32)
+    torch.testing.assert_close(loss_a, loss_b)  # the same draws, so the same loss (LeRobot would draw anew)
+    torch.testing.assert_close(first[0], second[0])
+    assert not {"sample_noise", "sample_time"} & set(vars(csp.flow_model))  # the family's own draws are back
+    with pytest.raises(ValueError, match="noise of shape"), csp.flow_draws(noise[:2], time):
+        csp.forward(dict(batch), sigma=torch.zeros(3))
+    # untrained, the adapted policy is the base at sigma 0: nothing to distil
+    assert float(distill_loss(csp, dict(batch), 2, noise, time, first[0])) < 1e-10
+    train_a_few_steps(csp, batch, steps=3)
+    with csp.flow_draws(noise, time) as adapted:
+        csp.forward(dict(batch), sigma=torch.tensor([0.0, 0.0, 0.7]), reduction="none")
+    distance = distill_loss(csp, dict(batch), 2, noise, time, adapted[0])
+    assert float(distance) > 1e-6
+    distance.backward()  # the gradient reaches the adapter through the adapted velocity only
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in csp.named_parameters() if "lora_" in n)
+    with csp.base_only():  # LoRA off at sigma 0: the bare policy's own samples
+        assert torch.equal(sample(csp, batch, noise, sigma=0.0), sample(bare, batch, noise))

@@ -50,6 +50,11 @@ class VLABackend(ABC):
     def expert_width(self, flow_model: nn.Module) -> int:
         """Output width of :meth:`time_layer`."""
 
+    def velocity_layer(self, flow_model: nn.Module) -> nn.Module:
+        """The layer whose output is the flow's predicted velocity (b, chunk, max_action_dim); the same name in
+        SmolVLA, pi0 and pi0.5."""
+        return flow_model.action_out_proj
+
     def embed_width(self, flow_model: nn.Module) -> int:
         """Width D of a prefix token (the width of the context noise)."""
         return flow_model.vlm_with_expert.config.text_config.hidden_size

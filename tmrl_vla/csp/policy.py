@@ -313,6 +313,36 @@ class CSPPolicy(nn.Module):
         finally:
             self._smoothing = previous
 
+    @contextlib.contextmanager
+    def base_only(self) -> Iterator[None]:
+        """Inside the block the LoRA layers are off; at sigma 0 (nothing is added to the context or to the time
+        input) the wrapped policy is then the base policy exactly."""
+        if self.merged:
+            raise RuntimeError("the LoRA adapter is merged: call unmerge_adapter() before base_only()")
+        with self.peft_model.disable_adapter():
+            yield
+
+    @contextlib.contextmanager
+    def flow_draws(self, noise: torch.Tensor, time: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+        """Inside the block the flow's training forward uses this initial ``noise`` (b, chunk, max_action_dim)
+        and flow ``time`` (b,) instead of drawing its own, and each forward's predicted velocity is appended
+        to the list yielded: two policies can then be compared on the same noisy actions."""
+        flow, velocities = self.flow_model, []
+
+        def given_noise(shape, device):
+            if tuple(shape) != tuple(noise.shape):
+                raise ValueError(f"the flow draws noise of shape {tuple(shape)}, the given one is {tuple(noise.shape)}")
+            return noise.to(device)
+
+        flow.sample_noise = given_noise  # instance attributes shadow the class's methods, as the prefix hook does
+        flow.sample_time = lambda bsize, device: time.to(device)
+        hook = self.backend.velocity_layer(flow).register_forward_hook(lambda m, i, out: velocities.append(out))
+        try:
+            yield velocities
+        finally:
+            hook.remove()
+            del flow.sample_noise, flow.sample_time
+
     @staticmethod
     def _batch_size(batch: dict) -> int:
         # pi0.5 never reads observation.state (its state is tokenised into the prompt), so a valid batch may lack

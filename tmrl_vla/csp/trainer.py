@@ -6,7 +6,10 @@ Each process samples its own batches (generator seeded with ``seed + rank``); ca
 noise scale uses the same batches on every rank, so every rank holds the same config.
 
 Loss: the policy's own flow-matching loss at a per-sample sigma drawn independently of the flow
-time (paper, section 2); nothing is added. Logged per sigma bucket to see where imitation is kept.
+time (paper, section 2). Optionally (``distill_weight``) the clean share's samples also pull the
+adapted policy's velocity at sigma 0 toward the frozen base's on the same noisy actions: the LoRA
+weights change the policy at every sigma, sigma 0 included, and the demonstrations alone do not
+pin down what the base did there. Logged per sigma bucket to see where imitation is kept.
 
 The loop is :class:`~tmrl_vla.training.SupervisedLoop`: checkpoints (adapter, optimiser, scheduler,
 step, every rank's data-sampler and torch RNG states) are written atomically to
@@ -51,6 +54,9 @@ class CSPTrainConfig:
     # 0.25-0.5 vs BC 0.20).
     sigma_power: float = 2.0
     clean_fraction: float = 0.0  # this share of each batch (its first samples) gets sigma = 0: pure imitation
+    # Weight of the squared distance between the adapted policy's velocity and the frozen base's (LoRA
+    # off) at sigma 0, on the clean share's samples (same noise and flow time); needs clean_fraction > 0.
+    distill_weight: float = 0.0
     # Batches whose token RMS per prefix segment sets the noise scale (noise_scale="segment" without
     # a fixed segment_scale); the same batches on every process.
     calibration_batches: int = 4
@@ -72,6 +78,11 @@ class CSPTrainConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if not 0.0 <= self.clean_fraction < 1.0:
             raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}")
+        if self.distill_weight < 0 or (self.distill_weight > 0 and self.clean_fraction == 0):
+            raise ValueError(
+                f"distill_weight must be >= 0 and needs clean_fraction > 0 (its samples are the distilled ones); "
+                f"got distill_weight={self.distill_weight}, clean_fraction={self.clean_fraction}"
+            )
         if self.sigma_power <= 0:
             raise ValueError(f"sigma_power must be > 0, got {self.sigma_power}")
         if self.data_loader not in ("stream", "memory"):
@@ -155,7 +166,7 @@ def train_csp(
     clip = lambda: accelerator.clip_grad_norm_(csp.trainable_parameters(), config.grad_clip)  # noqa: E731
     update = optimizer_update(optimizer, scheduler, clip, backward=accelerator.backward)
     next_batch = _batches(config, demos, generator, loop.step, accelerator)
-    compute_loss = _batch_loss(config, next_batch, preprocessor, model, generator, accelerator.device)
+    compute_loss = _batch_loss(config, next_batch, preprocessor, model, generator, accelerator.device, csp)
     finalize = (lambda: None) if checkpoints else write_adapter
     result = loop.run(compute_loss, update, lr=lambda: scheduler.get_last_lr()[0], finalize=finalize)
     return {
@@ -184,17 +195,42 @@ def _batches(config: CSPTrainConfig, demos, generator: torch.Generator, start_st
     return lambda: next(stream)
 
 
-def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generator: torch.Generator, device):
-    """The loop's ``compute_loss``: this process's batch at per-sample sigmas, through the (DDP) model."""
+def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generator: torch.Generator, device, csp):
+    """The loop's ``compute_loss``: this process's batch at per-sample sigmas, through the (DDP) model
+    ``model`` wrapping ``csp``."""
 
     def compute_loss() -> StepOutput:
         batch = preprocessor(next_batch())
         b = batch["action"].shape[0]
         sigma = sample_sigma(b, config, generator).to(device)
-        per_sample, _ = model(batch, sigma=sigma, reduction="none")
-        return StepOutput(per_sample.mean(), lambda: bucket_losses(per_sample.detach().cpu(), sigma.cpu()))
+        if config.distill_weight == 0:
+            per_sample, _ = model(batch, sigma=sigma, reduction="none")
+            return StepOutput(per_sample.mean(), lambda: bucket_losses(per_sample.detach().cpu(), sigma.cpu()))
+        noise = torch.randn(csp.backend.action_noise_shape(csp.base_policy, b), generator=generator).to(device)
+        time = csp.flow_model.sample_time(b, device)  # the family's own flow-time distribution
+        with csp.flow_draws(noise, time) as adapted:
+            per_sample, _ = model(batch, sigma=sigma, reduction="none")
+        distill = distill_loss(csp, batch, int((sigma == 0).sum()), noise, time, adapted[-1])
+        loss = per_sample.mean() + config.distill_weight * distill
+
+        def metrics() -> dict[str, float]:
+            return {**bucket_losses(per_sample.detach().cpu(), sigma.cpu()), "csp/distill": float(distill.detach())}
+
+        return StepOutput(loss, metrics)
 
     return compute_loss
+
+
+def distill_loss(csp, batch: dict, n: int, noise: torch.Tensor, time: torch.Tensor, velocity: torch.Tensor):
+    """Mean squared distance, over the batch's first ``n`` samples (the clean share, at sigma 0) and the
+    real action dimensions, between ``velocity`` (the adapted policy's, on ``noise`` and ``time``) and
+    the frozen base's on the same inputs."""
+    b = batch["action"].shape[0]
+    head = {k: v[:n] if isinstance(v, (torch.Tensor, list)) and len(v) == b else v for k, v in batch.items()}
+    with torch.no_grad(), csp.base_only(), csp.flow_draws(noise[:n], time[:n]) as base:
+        csp(head, sigma=torch.zeros(n, device=noise.device), reduction="none")
+    action_dim = batch["action"].shape[-1]
+    return (velocity[:n, :, :action_dim] - base[-1][..., :action_dim]).pow(2).mean()
 
 
 def _load_base_and_demos(accelerator, base: str | Path, revision: str | None, dataset: DatasetConfig, config):
