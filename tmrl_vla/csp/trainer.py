@@ -56,6 +56,7 @@ class CSPTrainConfig:
     clean_fraction: float = 0.0  # this share of each batch (its first samples) gets sigma = 0: pure imitation
     # Weight of the squared distance between the adapted policy's velocity and the frozen base's (LoRA
     # off) at sigma 0, on the clean share's samples (same noise and flow time); needs clean_fraction > 0.
+    # Logged as csp/distill; csp/loss is then the sum.
     distill_weight: float = 0.0
     # Batches whose token RMS per prefix segment sets the noise scale (noise_scale="segment" without
     # a fixed segment_scale); the same batches on every process.
