@@ -211,7 +211,8 @@ def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generat
         time = csp.flow_model.sample_time(b, device)  # the family's own flow-time distribution
         with csp.flow_draws(noise, time) as adapted:
             per_sample, _ = model(batch, sigma=sigma, reduction="none")
-        distill = distill_loss(csp, batch, int((sigma == 0).sum()), noise, time, adapted[-1])
+        n_clean = int(round(config.clean_fraction * b))  # sample_sigma's first samples, at sigma 0
+        distill = distill_loss(csp, batch, n_clean, noise, time, adapted[-1])
         loss = per_sample.mean() + config.distill_weight * distill
 
         def metrics() -> dict[str, float]:
