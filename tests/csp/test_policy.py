@@ -303,7 +303,7 @@ def test_flow_draws_fix_the_noise_and_time_and_base_only_gives_the_base(fresh):
     with pytest.raises(ValueError, match="noise of shape"), csp.flow_draws(noise[:2], time):
         csp.forward(dict(batch), sigma=torch.zeros(3))
     # untrained, the adapted policy is the base at sigma 0: nothing to distil
-    assert float(distill_loss(csp, dict(batch), 2, noise, time, first[0])) < 1e-10
+    assert float(distill_loss(csp, dict(batch), 2, noise, time, first[0]).detach()) < 1e-10
     train_a_few_steps(csp, batch, steps=3)
     with csp.flow_draws(noise, time) as adapted:
         csp.forward(dict(batch), sigma=torch.tensor([0.0, 0.0, 0.7]), reduction="none")
