@@ -92,10 +92,15 @@ class CSPTrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
+def clean_count(batch_size: int, config: CSPTrainConfig) -> int:
+    """How many of a batch's first samples get sigma = 0 (the clean share)."""
+    return int(round(config.clean_fraction * batch_size))
+
+
 def sample_sigma(batch_size: int, config: CSPTrainConfig, generator: torch.Generator) -> torch.Tensor:
     """Per-sample sigma (b,) in [0, 1], independent of the flow time."""
     sigma = torch.rand(batch_size, generator=generator) ** config.sigma_power
-    n_clean = int(round(config.clean_fraction * batch_size))
+    n_clean = clean_count(batch_size, config)
     if n_clean:
         sigma[:n_clean] = 0.0
     return sigma
@@ -211,8 +216,7 @@ def _batch_loss(config: CSPTrainConfig, next_batch, preprocessor, model, generat
         time = csp.flow_model.sample_time(b, device)  # the family's own flow-time distribution
         with csp.flow_draws(noise, time) as adapted:
             per_sample, _ = model(batch, sigma=sigma, reduction="none")
-        n_clean = int(round(config.clean_fraction * b))  # sample_sigma's first samples, at sigma 0
-        distill = distill_loss(csp, batch, n_clean, noise, time, adapted[-1])
+        distill = distill_loss(csp, batch, clean_count(b, config), noise, time, adapted[-1])
         loss = per_sample.mean() + config.distill_weight * distill
 
         def metrics() -> dict[str, float]:

@@ -34,6 +34,11 @@ from tmrl_vla.robots.sim.feetech_emulator import FeetechBusEmulator
 FIELDS = 3  # per motor, in the shared file: present (physical ticks), physical goal, torque on
 
 
+def state_bytes(n_motors: int) -> int:
+    """The shared file's size: FIELDS int32 per motor."""
+    return 4 * FIELDS * n_motors
+
+
 class FeetechBusProcess:
     """``start()`` -> the pty's path; LeRobot opens it from its own process."""
 
@@ -48,8 +53,8 @@ class FeetechBusProcess:
         self._slot = {motor_id: i for i, motor_id in enumerate(self.motor_ids)}
         self._writes: list[tuple[int, str | int, int]] = []
         fd, self._state_path = tempfile.mkstemp(prefix="feetech-bus-", suffix=".state")
-        os.ftruncate(fd, 4 * FIELDS * len(self.motor_ids))
-        self._map = mmap.mmap(fd, 4 * FIELDS * len(self.motor_ids))
+        os.ftruncate(fd, state_bytes(len(self.motor_ids)))
+        self._map = mmap.mmap(fd, state_bytes(len(self.motor_ids)))
         os.close(fd)
         self._state = memoryview(self._map).cast("i")
         self._child: subprocess.Popen | None = None
@@ -131,7 +136,7 @@ def serve(state_path: str, motor_ids: list[int], model: str, writes: list) -> No
     """The child: an emulator whose traffic exchanges state through ``state_path``, until stdin closes."""
     slot = {motor_id: i for i, motor_id in enumerate(motor_ids)}
     with open(state_path, "r+b") as file:
-        shared = mmap.mmap(file.fileno(), 4 * FIELDS * len(motor_ids))
+        shared = mmap.mmap(file.fileno(), state_bytes(len(motor_ids)))
     state = memoryview(shared).cast("i")
     bus = FeetechBusEmulator(motor_ids, model)
 

@@ -191,7 +191,6 @@ class FeetechBusEmulator:
         model: str = "sts3215",
         *,
         reply_delay_s: float = 0.0,
-        on_traffic: Callable[[], None] | None = None,
     ) -> None:
         if model not in MODEL_NUMBERS:
             raise ValueError(f"model {model!r} is not emulated; known: {sorted(MODEL_NUMBERS)}")
@@ -201,7 +200,7 @@ class FeetechBusEmulator:
         self.reply_delay_s = reply_delay_s
         # called by the serving thread before and after it answers what it read (no lock held): a bus
         # served from another process exchanges its state with the simulation there (bus_process.py)
-        self.on_traffic = on_traffic
+        self.on_traffic: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._motors = {i: self._factory_motor(i) for i in motor_ids}
         self._stats = EmulatorStats()
