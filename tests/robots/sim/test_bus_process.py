@@ -75,13 +75,18 @@ print(json.dumps(pings), flush=True)
 """
 
 
-def hold_the_interpreter_lock(seconds: float) -> None:
+def hold_the_interpreter_lock(seconds: float) -> tuple[float, float]:
     """One C call that never lets the lock go, as a long garbage collection of a big process does
-    (a full one of the served simulation's heap takes about 0.13 s here)."""
-    start = time.perf_counter()
-    sum(range(1_000_000))
-    per_million = time.perf_counter() - start
-    sum(range(int(seconds / per_million * 1_000_000)))
+    (a full one of the served simulation's heap takes about 0.13 s here); returns when it was held."""
+    timings = []
+    for _ in range(5):  # the fastest of five: a slowed one would shorten the hold
+        start = time.perf_counter()
+        sum(range(1_000_000))
+        timings.append(time.perf_counter() - start)
+    n = int(seconds / min(timings) * 1_000_000)
+    held_from = time.monotonic()
+    sum(range(n))
+    return held_from, time.monotonic()
 
 
 @pytest.mark.parametrize("own_process", [False, True], ids=["thread", "own_process"])
@@ -94,9 +99,7 @@ def test_replies_wait_for_the_simulations_interpreter_only_when_served_from_its_
         pinger = subprocess.Popen([sys.executable, "-c", PINGER, bus.port], stdout=subprocess.PIPE, text=True)
         assert pinger.stdout.readline().strip() == "ready"
         time.sleep(0.3)
-        held_from = time.monotonic()
-        hold_the_interpreter_lock(0.3)
-        held_until = time.monotonic()
+        held_from, held_until = hold_the_interpreter_lock(0.3)
         pings = json.loads(pinger.stdout.readline())
         pinger.wait(timeout=10)
     assert held_until - held_from > 0.2
