@@ -92,7 +92,7 @@ def hold_the_interpreter_lock(seconds: float) -> tuple[float, float]:
 @pytest.mark.parametrize("own_process", [False, True], ids=["thread", "own_process"])
 def test_replies_wait_for_the_simulations_interpreter_only_when_served_from_its_thread(own_process):
     """Another process pings while this one holds its interpreter lock for 0.3 s; the pings sent
-    while it is held (less LeRobot's ~34 ms wait at the end) are answered only by a bus process.
+    while it is held are answered only by a bus process.
     (Both clocks are the system's monotonic one.)"""
     bus = FeetechBusProcess((1,)) if own_process else FeetechBusEmulator((1,))
     with bus:
@@ -103,7 +103,9 @@ def test_replies_wait_for_the_simulations_interpreter_only_when_served_from_its_
         pings = json.loads(pinger.stdout.readline())
         pinger.wait(timeout=10)
     assert held_until - held_from > 0.2
-    during = [answered for sent, answered in pings if held_from <= sent <= held_until - 0.05]
+    # 50 ms of slack at each end: the lock may still change hands once as the hold starts, and a
+    # ping sent in its last ~34 ms is answered after it
+    during = [answered for sent, answered in pings if held_from + 0.05 <= sent <= held_until - 0.05]
     if own_process:
         assert len(during) >= 10 and sum(during) >= 0.8 * len(during)  # a loaded CPU may still delay a few
     else:
