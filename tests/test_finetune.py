@@ -151,16 +151,26 @@ def test_a_push_needs_a_valid_repo_id_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
-def test_recipe_refuses_an_adapter_without_its_policy(tmp_path):
+def test_an_adapter_retrained_on_the_embedded_policy_is_used_and_one_of_another_base_refused(tmp_path, tiny_adapter):
     import dataclasses
+    import shutil
 
     import pytest
 
     from tmrl_vla.finetune import CSPSource
+    from tmrl_vla.rl.pretrained import TMRLAgent
 
-    cfg = dataclasses.replace(tiny_preset(tmp_path), csp=CSPSource(path="someone/adapter"))
-    with pytest.raises(ValueError, match="--policy.path"):
-        train(cfg)
+    cfg = tiny_preset(tmp_path)
+    with pytest.raises(ValueError, match="was trained on base"):  # tiny_adapter's base is another policy
+        train(dataclasses.replace(cfg, csp=CSPSource(path=str(tiny_adapter))))
+    # the cache's adapter, moved elsewhere, stands in for one retrained on the embedded policy
+    retrained = shutil.copytree(next((tmp_path / "cache").glob("csp_adapter-*")), tmp_path / "retrained")
+    summary = train(dataclasses.replace(cfg, csp=CSPSource(path=str(retrained)), output_dir=str(tmp_path / "out2")))
+    assert summary["csp_adapter"] == str(retrained)
+    agent = TMRLAgent.from_pretrained(summary["rl"]["policy"])
+    assert (Path(agent.csp_adapter) / "adapter_model.safetensors").read_bytes() == (
+        retrained / "adapter_model.safetensors"
+    ).read_bytes()
 
 
 def test_plot_handles_perfect_and_zero_rates(tmp_path):

@@ -30,8 +30,10 @@ def test_bad_combinations_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="drives the SO-101 scene only"):
         flags = [*franka, "--simulated=true", "--person=simulated", "--person_intervenes_every=2"]
         check_config(parse_args(RobotFinetuneConfig(), flags))
-    with pytest.raises(ValueError, match="--policy.path too"):
-        check_config(RobotFinetuneConfig(csp=type(RobotFinetuneConfig().csp)(path="x")))
+    with pytest.raises(ValueError, match="an untrained policy drives the simulated arm"):
+        flags = [*franka, "--simulated=true", "--csp.path=x"]
+        check_config(parse_args(RobotFinetuneConfig(), flags))
+    check_config(RobotFinetuneConfig(csp=type(RobotFinetuneConfig().csp)(path="x")))  # retrained on the embedded one
 
 
 def test_the_command_line_sets_lerobots_robot_config():

@@ -37,8 +37,8 @@ class PolicySource:
 
 @dataclass(frozen=True)
 class CSPSource:
-    # A CSP adapter directory or Hub repo id for the policy above; None: the embedded default's
-    # adapter (only with the embedded policy). Unused by DSRL.
+    # A CSP adapter directory or Hub repo id for the policy above (without --policy.path: one trained
+    # on the embedded policy, e.g. by recipes/train_csp.py); None: the embedded default's. Unused by DSRL.
     path: str | None = None
 
 
@@ -114,8 +114,6 @@ def train(cfg: FinetuneConfig) -> dict:
     is_main = Accelerator().state.is_main_process
     out = Path(cfg.output_dir)
     log = print if is_main else (lambda *_: None)
-    if cfg.csp.path is not None and cfg.policy.path is None:
-        raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
     if cfg.push_to_hub:  # before minutes of training, not after
         if not cfg.hub.repo_id:
             raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
@@ -128,6 +126,8 @@ def train(cfg: FinetuneConfig) -> dict:
     timings: dict = {}
     if cfg.policy.path is None:  # every process: the CSP stage trains on all of them
         summary = embedded_assets(cfg, out, timings, log, is_main=is_main)
+        if cfg.csp.path is not None:  # an adapter retrained on the embedded policy (its loader checks the base)
+            summary["csp_adapter"] = cfg.csp.path
     else:
         summary = {"base_policy": cfg.policy.path, "csp_adapter": cfg.csp.path}
     if not cfg.skip_rl:

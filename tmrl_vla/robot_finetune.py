@@ -139,8 +139,8 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError("--person=simulated reads success from a simulation: it needs --simulated=true")
     if cfg.simulated and cfg.robot.type not in SIMULATABLE:
         raise ValueError(f"--simulated=true simulates {' or '.join(SIMULATABLE)}, not {cfg.robot.type!r}")
-    if cfg.csp.path is not None and cfg.policy.path is None:
-        raise ValueError("--csp.path names an adapter for your own policy: pass that policy with --policy.path too")
+    if cfg.csp.path is not None and cfg.policy.path is None and cfg.simulated and cfg.robot.type not in SO10X:
+        raise ValueError("--csp.path needs --policy.path here: without it an untrained policy drives the simulated arm")
     if cfg.push_to_hub:  # before the first episode, not after an hour of them
         if not cfg.hub.repo_id:
             raise ValueError("--push_to_hub=true needs --hub.repo_id=<user>/<name>")
@@ -184,7 +184,8 @@ def train(cfg: RobotFinetuneConfig) -> dict:
         )
     elif cfg.policy.path is None:
         assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir))
-        policy, adapter = str(assets.policy_dir), str(assets.csp_dir)
+        # --csp.path alone: an adapter retrained on the embedded policy (its loader checks the base's weights)
+        policy, adapter = str(assets.policy_dir), cfg.csp.path or str(assets.csp_dir)
     else:
         policy, adapter = cfg.policy.path, cfg.csp.path
     simulation = None

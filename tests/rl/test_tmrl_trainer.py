@@ -427,3 +427,31 @@ def test_a_prior_warmup_plays_the_actors_start_then_hands_over_to_the_actor(tiny
     assert [r["actor/sigma_mean"] for r in rows[:2]] == pytest.approx([0.1, 0.1], abs=0.01)
     # no updates: the actor's decision differs from its start only by what the state adds to the biases
     assert abs(rows[2]["actor/sigma_mean"] - 0.1) < 0.1
+
+
+def test_critic_pretraining_runs_once_before_the_first_actor_update_and_not_again_after_a_resume(
+    tiny_base_policy, tmp_path
+):
+    def critic_steps(t) -> int:
+        return int(next(iter(t.agent.critic_opt.state.values()))["step"])
+
+    def actor_steps(t) -> int:
+        return int(next(iter(t.agent.actor_opt.state.values()))["step"])
+
+    sac = SACConfig(utd=2, batch_size=4, critic_pretrain_updates=5)
+    t = trainer(tiny_base_policy, tmp_path, total_decisions=4, eval_episodes=0, sac=sac)
+    t.train()
+    t.close()
+    # decisions 3 and 4 update: 5 critic-only steps once, then 2 x utd critic and 2 actor steps
+    assert critic_steps(t) == 5 + 2 * 2 and actor_steps(t) == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert ["critic/pretrain_loss_last" in r for r in rows] == [False, False, True, False]
+
+    resumed = trainer(tiny_base_policy, tmp_path, total_decisions=6, eval_episodes=0, sac=sac)
+    resumed.train()
+    resumed.close()
+    assert critic_steps(resumed) == 9 + 2 * 2 and actor_steps(resumed) == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any("critic/pretrain_loss_last" in r for r in rows[4:])
+    with pytest.raises(ValueError, match="critic_pretrain_updates"):
+        SACConfig(critic_pretrain_updates=-1)

@@ -119,6 +119,17 @@ class SACAgent(nn.Module):
             metrics[f"actor/alpha_{h}"] = self.actor.log_alpha[h].exp().item()
         return metrics
 
+    def pretrain_critics(
+        self, replay: ReplayBuffer | MixedReplay, updates: int, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """``updates`` critic updates and no actor update (``critic_pretrain_updates``); returns the
+        first and last critic loss, so a log shows how far the critics came."""
+        first = self.update_critics(replay.sample(self.config.batch_size, generator))
+        last = first
+        for _ in range(updates - 1):
+            last = self.update_critics(replay.sample(self.config.batch_size, generator))
+        return {"critic/pretrain_loss_first": first["critic/loss"], "critic/pretrain_loss_last": last["critic/loss"]}
+
     def update(
         self,
         replay: ReplayBuffer | MixedReplay,

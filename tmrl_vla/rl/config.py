@@ -119,6 +119,11 @@ class SACConfig:
     updates_per_decision: int = 1
     # Decisions before any update, with heads drawn as `warmup_heads` says.
     warmup_decisions: int = 25
+    # Critic-only updates on the warm-up's transitions just before the first actor update (0: none).
+    # Without them the actor's first steps follow critics that have seen almost nothing, and the
+    # entropy term alone moves it (eval/results/agent_start.md); with them its first step already
+    # follows values fitted to every warm-up transition.
+    critic_pretrain_updates: int = 0
     # "uniform": every head uniform in [-1, 1] (sigma uniform in [0, 1] unless agent.sigma_centre
     # bends the map), the paper's warm-up;
     # "prior": from the actor's start (agent.init_sigma, agent.init_std), whatever the state, so the
@@ -167,8 +172,8 @@ class SACConfig:
             raise ValueError("target_subset must be >= 1 or None")
         if min(self.utd, self.batch_size, self.n_step, self.replay_capacity) < 1:
             raise ValueError("utd, batch_size, n_step and replay_capacity must be >= 1")
-        if min(self.warmup_decisions, self.updates_per_decision) < 0:
-            raise ValueError("warmup_decisions and updates_per_decision must be >= 0")
+        if min(self.warmup_decisions, self.updates_per_decision, self.critic_pretrain_updates) < 0:
+            raise ValueError("warmup_decisions, updates_per_decision and critic_pretrain_updates must be >= 0")
         if not self.reward_scale > 0:
             raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
         if self.imitation_weight < 0:

@@ -218,8 +218,12 @@ class TMRLTrainer:
             summed = all_reduce_sum(moments(self.replay.obs[: len(self.replay)]).tolist())
             self.agent.set_observation_stats(*mean_std(torch.tensor(summed, dtype=torch.float64)))
         row: dict = {}
+        sac = self.config.sac
         try:
-            for _ in range(self.config.sac.updates_per_decision * decisions):
+            # once per run: no critic step yet (the optimiser's state, restored on resume, says so)
+            if sac.critic_pretrain_updates and sac.updates_per_decision and not self.agent.critic_opt.state:
+                row |= self.agent.pretrain_critics(self.sampler, sac.critic_pretrain_updates, self.generator)
+            for _ in range(sac.updates_per_decision * decisions):
                 row |= self.agent.update(self.sampler, self.generator, self.success_replay)
         except NonFiniteLossError as err:
             path = checkpoint.save(self, tag="nonfinite")
