@@ -126,9 +126,9 @@ def test_counts_below_one_are_refused(field):
         SACConfig(**{field: 0})
 
 
-@pytest.mark.parametrize("field", ["warmup_decisions", "updates_per_decision"])
+@pytest.mark.parametrize("field", ["warmup_decisions", "updates_per_decision", "critic_pretrain_updates"])
 def test_negative_warmup_or_updates_are_refused_but_zero_is_fine(field):
-    with pytest.raises(ValueError, match="warmup_decisions and updates_per_decision must be >= 0"):
+    with pytest.raises(ValueError, match=f"{field} must be >= 0, got -1"):
         SACConfig(**{field: -1})
     assert getattr(SACConfig(**{field: 0}), field) == 0
 

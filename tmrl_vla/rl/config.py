@@ -172,8 +172,9 @@ class SACConfig:
             raise ValueError("target_subset must be >= 1 or None")
         if min(self.utd, self.batch_size, self.n_step, self.replay_capacity) < 1:
             raise ValueError("utd, batch_size, n_step and replay_capacity must be >= 1")
-        if min(self.warmup_decisions, self.updates_per_decision, self.critic_pretrain_updates) < 0:
-            raise ValueError("warmup_decisions, updates_per_decision and critic_pretrain_updates must be >= 0")
+        for name in ("warmup_decisions", "updates_per_decision", "critic_pretrain_updates"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.reward_scale > 0:
             raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
         if self.imitation_weight < 0:
