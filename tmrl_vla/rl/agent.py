@@ -124,11 +124,9 @@ class SACAgent(nn.Module):
     ) -> dict[str, float]:
         """``updates`` critic updates and no actor update (``critic_pretrain_updates``); returns the
         first and last critic loss, so a log shows how far the critics came."""
-        first = self.update_critics(replay.sample(self.config.batch_size, generator))
-        last = first
-        for _ in range(updates - 1):
-            last = self.update_critics(replay.sample(self.config.batch_size, generator))
-        return {"critic/pretrain_loss_first": first["critic/loss"], "critic/pretrain_loss_last": last["critic/loss"]}
+        batches = (replay.sample(self.config.batch_size, generator) for _ in range(updates))
+        losses = [self.update_critics(batch)["critic/loss"] for batch in batches]
+        return {"critic/pretrain_loss_first": losses[0], "critic/pretrain_loss_last": losses[-1]}
 
     def update(
         self,
