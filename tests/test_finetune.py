@@ -105,10 +105,15 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys, fake_h
 
     from tmrl_vla.finetune import HubPush
 
-    # DSRL, pushed to the Hub at each checkpoint (decisions 2 and 3) and at the end
+    # DSRL, on a new cache (it does not build the CSP adapter), pushed to the Hub at each checkpoint
+    # (decisions 2 and 3) and at the end
     dsrl_rl = dataclasses.replace(TINY_RL, agent=dataclasses.replace(TINY_RL.agent, kind="dsrl"))
     hub = HubPush(repo_id="me/dsrl-pick", push_checkpoints=True, license="mit")
-    dsrl = train(dataclasses.replace(cfg, rl=dsrl_rl, push_to_hub=True, hub=hub))
+    dsrl_cache = tmp_path / "dsrl_cache"
+    dsrl = train(dataclasses.replace(cfg, rl=dsrl_rl, push_to_hub=True, hub=hub, cache_dir=str(dsrl_cache)))
+    assert set(dsrl["timings"]["build_seconds_by_stage"]) == {"demos", "base_policy", "base_eval"}
+    assert dsrl["csp_adapter"] is None and not list(dsrl_cache.glob("csp_adapter-*"))
+    assert "CSP adapter:  not built" in capsys.readouterr().out
     assert TMRLAgent.from_pretrained(dsrl["rl"]["policy"]).config.active_heads == ("z",)
     assert (out / "dsrl" / "metrics.jsonl").exists()
     uploads = [c for c in fake_hub if c["call"] == "upload_folder"]
@@ -163,6 +168,8 @@ def test_an_adapter_retrained_on_the_embedded_policy_is_used_and_one_of_another_
     cfg = tiny_preset(tmp_path)
     with pytest.raises(ValueError, match="was trained on base"):  # tiny_adapter's base is another policy
         train(dataclasses.replace(cfg, csp=CSPSource(path=str(tiny_adapter))))
+    assert not list((tmp_path / "cache").glob("csp_adapter-*"))  # the run does not read the embedded one
+    train(dataclasses.replace(cfg, skip_rl=True, output_dir=str(tmp_path / "assets")))  # builds it
     # the cache's adapter, moved elsewhere, stands in for one retrained on the embedded policy
     retrained = shutil.copytree(next((tmp_path / "cache").glob("csp_adapter-*")), tmp_path / "retrained")
     summary = train(dataclasses.replace(cfg, csp=CSPSource(path=str(retrained)), output_dir=str(tmp_path / "out2")))

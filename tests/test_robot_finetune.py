@@ -36,6 +36,25 @@ def test_bad_combinations_are_refused_before_anything_runs():
     check_config(RobotFinetuneConfig(csp=type(RobotFinetuneConfig().csp)(path="x")))  # retrained on the embedded one
 
 
+@pytest.mark.parametrize(
+    "flags, builds_adapter, adapter",
+    [([], True, "cache/csp"), (["--agent=dsrl"], False, None), (["--csp.path=mine"], False, "mine")],
+)
+def test_the_embedded_adapter_is_built_only_for_a_run_that_reads_it(monkeypatch, flags, builds_adapter, adapter):
+    import tmrl_vla.robot_finetune as recipe
+    from tmrl_vla.assets import Assets
+
+    asked = []
+
+    def build(config, cache, *, csp):
+        asked.append(csp)
+        return Assets(Path("d"), "local/demos", Path("cache/policy"), {}, Path("cache/csp") if csp else None, {})
+
+    monkeypatch.setattr(recipe, "build_default_assets", build)
+    assert recipe.embedded_policy_and_adapter(parse_args(RobotFinetuneConfig(), flags)) == ("cache/policy", adapter)
+    assert asked == [builds_adapter]
+
+
 def test_the_command_line_sets_lerobots_robot_config():
     cfg = parse_args(RobotFinetuneConfig(), ["--robot.port=/dev/ttyACM1", "--robot.id=arm7", "--agent=dsrl"])
     assert cfg.robot.port == "/dev/ttyACM1" and cfg.robot.id == "arm7" and cfg.rl.agent.kind == "dsrl"

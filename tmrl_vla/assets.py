@@ -55,7 +55,7 @@ class Assets:
     demos_repo_id: str
     policy_dir: Path
     eval: dict
-    csp_dir: Path
+    csp_dir: Path | None  # None when it was not asked for (``build_default_assets(..., csp=False)``)
     timings: dict
 
 
@@ -151,10 +151,13 @@ def build_csp_adapter(
     return cache.get_or_build("csp_adapter", key, build, log=log, is_main=is_main)
 
 
-def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) -> Assets:
+def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print, csp: bool = True) -> Assets:
     """Every stage, built where missing. Under several processes (accelerate, torchrun) call it on
     all of them: process 0 records the demos, trains and evaluates the base policy while the others
-    wait, then all of them train the CSP adapter together (``train_csp`` is an accelerate trainer)."""
+    wait, then all of them train the CSP adapter together (``train_csp`` is an accelerate trainer).
+
+    ``csp=False`` stops before the CSP stage, the longest one on an empty cache, for the runs that do
+    not read it: DSRL steers the base policy itself, and ``--csp.path`` brings an adapter of its own."""
     main = rank() == 0
     quiet = log if main else (lambda *_: None)
 
@@ -169,17 +172,21 @@ def build_default_assets(config: AssetsConfig, cache: AssetCache, *, log=print) 
     barrier()
     if not main:  # cached now: these only read
         demos, policy, evaluation = single_process_stages()
-    csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet, is_main=main)
-    barrier()
-    if not main:
-        csp = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet)
+    stages = [demos, policy, evaluation]
+    adapter = None
+    if csp:
+        adapter = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet, is_main=main)
+        barrier()
+        if not main:
+            adapter = build_csp_adapter(cache, config.csp, policy, demos, config.demos, log=quiet)
+        stages.append(adapter)
     return Assets(
         demos_root=demos.path / "dataset",
         demos_repo_id=config.demos.repo_id,
         policy_dir=policy.path,
         eval=evaluation.manifest.get("results", {}),
-        csp_dir=csp.path,
-        timings={s.manifest["stage"]: s.seconds for s in (demos, policy, evaluation, csp)},
+        csp_dir=adapter.path if adapter is not None else None,
+        timings={s.manifest["stage"]: s.seconds for s in stages},
     )
 
 

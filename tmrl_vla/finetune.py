@@ -38,7 +38,8 @@ class PolicySource:
 @dataclass(frozen=True)
 class CSPSource:
     # A CSP adapter directory or Hub repo id for the policy above (without --policy.path: one trained
-    # on the embedded policy, e.g. by recipes/train_csp.py); None: the embedded default's. Unused by DSRL.
+    # on the embedded policy, e.g. by recipes/train_csp.py); None: the embedded default's, built for
+    # TMRL only. Unused by DSRL.
     path: str | None = None
 
 
@@ -222,10 +223,17 @@ def checkpoint_pusher(cfg: FinetuneConfig, summary: dict, commands: dict, log):
     return push
 
 
+def needs_embedded_adapter(cfg: FinetuneConfig) -> bool:
+    """Whether the job reads the embedded CSP adapter: a TMRL run without ``--csp.path``, or an
+    assets-only job (``--skip_rl``). DSRL steers the base policy itself."""
+    return cfg.skip_rl or (cfg.rl.agent.kind == "tmrl" and cfg.csp.path is None)
+
+
 def embedded_assets(cfg: FinetuneConfig, out: Path, timings: dict, log, *, is_main: bool) -> dict:
-    """Build (or reuse) the embedded default's demos, base policy, its evaluation and CSP adapter."""
+    """Build (or reuse) the embedded default's demos, base policy, its evaluation and, where the job
+    reads it (:func:`needs_embedded_adapter`), its CSP adapter."""
     start = time.perf_counter()
-    assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), log=log)
+    assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), log=log, csp=needs_embedded_adapter(cfg))
     timings["assets_seconds"] = time.perf_counter() - start
     timings["build_seconds_by_stage"] = assets.timings
     if is_main:
@@ -235,7 +243,7 @@ def embedded_assets(cfg: FinetuneConfig, out: Path, timings: dict, log, *, is_ma
         "demos": str(assets.demos_root),
         "base_policy": str(assets.policy_dir),
         "base_policy_eval": assets.eval,
-        "csp_adapter": str(assets.csp_dir),
+        "csp_adapter": str(assets.csp_dir) if assets.csp_dir is not None else None,
     }
 
 
@@ -246,7 +254,10 @@ def report_assets(assets, out: Path, log) -> None:
     for name, res in assets.eval.items():
         lo, hi = res["ci95"]
         log(f"base success  {name:<34} {res['success_rate']:.2f}  (95% CI {lo:.2f}-{hi:.2f}, n={res['episodes']})")
-    log(f"CSP adapter:  {assets.csp_dir}  (CSPPolicy.from_pretrained(dir, base=policy))")
+    if assets.csp_dir is None:
+        log("CSP adapter:  not built (this run does not read it)")
+    else:
+        log(f"CSP adapter:  {assets.csp_dir}  (CSPPolicy.from_pretrained(dir, base=policy))")
     log(f"base report:  {out / 'base_policy_success.png'}")
 
 

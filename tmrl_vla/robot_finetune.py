@@ -155,6 +155,15 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError("the scripted expert that takes over for the simulated person drives the SO-101 scene only")
 
 
+def embedded_policy_and_adapter(cfg: RobotFinetuneConfig) -> tuple[str, str | None]:
+    """The embedded default's policy (built into the cache where missing) and the adapter the run
+    reads: with ``--csp.path``, an adapter retrained on that policy (its loader checks the base's
+    weights); for TMRL without it, the embedded adapter, the only case that builds it; none for DSRL."""
+    embedded_csp = cfg.rl.agent.kind == "tmrl" and cfg.csp.path is None
+    assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir), csp=embedded_csp)
+    return str(assets.policy_dir), str(assets.csp_dir) if embedded_csp else cfg.csp.path
+
+
 def teleop_config(cfg: RobotFinetuneConfig) -> TeleoperatorConfig | None:
     """The take-over teleoperator: the one given, or on the simulated arm with a simulated person
     who intervenes, the scripted expert."""
@@ -183,9 +192,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
             out / "untrained_policy", cameras=cfg.franka_simulation.cameras, image_size=cfg.franka_simulation.image_size
         )
     elif cfg.policy.path is None:
-        assets = build_default_assets(cfg.assets, AssetCache(cfg.cache_dir))
-        # --csp.path alone: an adapter retrained on the embedded policy (its loader checks the base's weights)
-        policy, adapter = str(assets.policy_dir), cfg.csp.path or str(assets.csp_dir)
+        policy, adapter = embedded_policy_and_adapter(cfg)
     else:
         policy, adapter = cfg.policy.path, cfg.csp.path
     simulation = None
