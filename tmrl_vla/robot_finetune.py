@@ -121,6 +121,12 @@ class RobotFinetuneConfig:
     push_to_hub: bool = False  # upload the fine-tuned agent, with its card, to hub.repo_id at the end
     hub: HubPush = field(default_factory=HubPush)  # where and how --push_to_hub uploads
 
+    @property
+    def simulated_franka(self) -> bool:
+        """The simulated arm is not an SO-10X (so, by check_config, the Franka of franky-sim): the
+        embedded policy and the scripted expert, both made for the SO-101 scene, cannot drive it."""
+        return self.simulated and self.robot.type not in SO10X
+
 
 ALIASES = {"--agent": "--rl.agent.kind"}
 
@@ -139,7 +145,7 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError("--person=simulated reads success from a simulation: it needs --simulated=true")
     if cfg.simulated and cfg.robot.type not in SIMULATABLE:
         raise ValueError(f"--simulated=true simulates {' or '.join(SIMULATABLE)}, not {cfg.robot.type!r}")
-    if cfg.csp.path is not None and cfg.policy.path is None and cfg.simulated and cfg.robot.type not in SO10X:
+    if cfg.csp.path is not None and cfg.policy.path is None and cfg.simulated_franka:
         raise ValueError("--csp.path needs --policy.path here: without it an untrained policy drives the simulated arm")
     if cfg.push_to_hub:  # before the first episode, not after an hour of them
         if not cfg.hub.repo_id:
@@ -151,7 +157,7 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
         raise ValueError(
             f"the embedded policy drives an SO-100/SO-101; for a {cfg.robot.type} pass your policy with --policy.path"
         )
-    if cfg.simulated and cfg.robot.type not in SO10X and cfg.person_intervenes_every and cfg.teleop is None:
+    if cfg.simulated_franka and cfg.person_intervenes_every and cfg.teleop is None:
         raise ValueError("the scripted expert that takes over for the simulated person drives the SO-101 scene only")
 
 
@@ -182,8 +188,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     summary: dict = {}
-    franka_sim = cfg.simulated and cfg.robot.type not in SO10X
-    if cfg.policy.path is None and franka_sim:
+    if cfg.policy.path is None and cfg.simulated_franka:
         print(
             "[finetune] no --policy.path: an UNTRAINED tiny SmolVLA of the Franka's shape drives the simulated "
             "arm, to check the loop end to end (it has learned nothing, so there is nothing to fine-tune)"
@@ -197,7 +202,7 @@ def train(cfg: RobotFinetuneConfig) -> dict:
         policy, adapter = cfg.policy.path, cfg.csp.path
     simulation = None
     if cfg.simulated:
-        simulation = SimulatedFranka(cfg.franka_simulation) if franka_sim else SimulatedSO101(cfg.simulation)
+        simulation = SimulatedFranka(cfg.franka_simulation) if cfg.simulated_franka else SimulatedSO101(cfg.simulation)
     robot_config, env_config = cfg.robot, cfg.env
     try:
         if isinstance(simulation, SimulatedFranka):
