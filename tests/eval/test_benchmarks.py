@@ -120,3 +120,14 @@ def test_bench_memory_compares_subprocess_peaks_with_the_bare_policy(run_bench, 
     assert all(argv == ["--threads", "2"] for _, argv in calls)  # --configs is not forwarded
     assert result["ratios"]["csp_train_ratio"] == 1.1 and result["ratios"]["csp_train_vs_lerobot"] == 1.0185
     assert result["peak"] == "run_peak_mb"
+
+
+def test_bench_updates_times_four_times_the_critic_updates(run_bench):
+    result, ms = run_bench("bench_updates.py", "--repeats", "2", "--rows", "64")
+    assert set(ms) == {"preset", "variant"}
+    # The warm-up call and two repeats, each one decision of 8 updates: 2 or 8 critic steps each.
+    assert result["critic_steps"] == {"utd=2": 3 * 8 * 2, "utd=8": 3 * 8 * 8}
+    assert_ratio_of(result["ratio"], ms["variant"], ms["preset"], 4)
+    assert result["ratio"] > 1.3  # four times the critic updates, the same actor updates
+    with pytest.raises(SystemExit):
+        run_bench("bench_updates.py", "--utd", "0")
