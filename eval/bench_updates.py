@@ -22,8 +22,9 @@ from tmrl_vla.finetune import default_rl
 from tmrl_vla.rl.agent import build_agent
 from tmrl_vla.rl.replay import ReplayBuffer
 
-# The embedded default's widths: the 2 x 2 grid of 120-wide prefix tokens plus 6 joints; z of 6.
-OBS_DIM, ACTION_DIM, EMBED_DIM = 4 * 120 + 6, 6, 120
+# The embedded default's widths (rl.observation.feature_width): the 2 x 2 grid of image cells and the
+# language mean, each 96 wide (the tiny SmolVLA's embed width), plus 6 joints; z of 6.
+OBS_DIM, ACTION_DIM, EMBED_DIM = (4 + 1) * 96 + 6, 6, 96
 
 
 def random_replay(rows: int, heads: tuple[str, ...], generator: torch.Generator) -> ReplayBuffer:
