@@ -49,6 +49,9 @@ import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 DEFAULT_SHIFT = "moved_camera"
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_SUITE_THRESHOLDS = (0.5, 0.8)
+# The demonstrations' episode seeds (--demo-episodes) start here: apart from every training seed
+# ((seed * 64 + rank) * 1e6 + k) and from the evaluations' (4e9 + k).
+DEMO_SEED = 2_000_000_000
 
 
 def run_job(job):
@@ -86,6 +89,13 @@ def parse(argv: list[str] | None):
     parser.add_argument("--adapter", default=None, help="its CSP adapter (default: the embedded one)")
     parser.add_argument("--episode-length", type=int, default=None, help="override the env's (tests)")
     parser.add_argument("--tiny", action="store_true", help="tiny critics and batches (tests)")
+    parser.add_argument(
+        "--demo-episodes",
+        type=int,
+        default=0,
+        help="put this many scripted-expert demonstrations of each run's shift into both agents' replay "
+        "(recorded once into the cache; --rl.demos.* sets how they are used)",
+    )
     parser.add_argument(
         "--extend-unreached",
         action="store_true",
@@ -161,6 +171,27 @@ def rl_config(args, overrides: list[str]):
     return parse_args(FinetuneConfig(rl=rl), overrides).rl if overrides else rl
 
 
+def with_demos(rl, shift: str, args):
+    """``rl`` with ``--demo-episodes`` expert demonstrations of ``shift`` in its replay (recorded into
+    the asset cache the first time); ``rl`` itself without them, or for a report."""
+    if not args.demo_episodes or args.report:
+        return rl
+    from tmrl_vla.assets import build_demos
+    from tmrl_vla.cache import AssetCache
+    from tmrl_vla.data.demos import DemoConfig
+    from tmrl_vla.envs.pick_cube import PickCubeConfig
+
+    config = DemoConfig(
+        num_episodes=args.demo_episodes,
+        seed=DEMO_SEED,
+        env=PickCubeConfig.with_shift(shift),
+        repo_id=f"local/{shift}_demos",
+    )
+    stage = build_demos(AssetCache(args.cache_dir), config)
+    demos = dataclasses.replace(rl.demos, repo_id=config.repo_id, root=str(stage.path / "dataset"))
+    return dataclasses.replace(rl, demos=demos)
+
+
 def run_all(jobs: list, processes: int, report: bool) -> list[dict]:
     """Every job's result, in order; ``processes`` at once (a report only reads files: in this one)."""
     if processes > 1 and not report:
@@ -213,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     rl = rl_config(args, overrides)
     jobs = {
         shift: comparison_runs(
-            rl,
+            with_demos(rl, shift, args),
             args.seeds,
             directory,
             env=EnvSpec(shift=shift, episode_length=args.episode_length),

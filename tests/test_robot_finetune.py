@@ -157,3 +157,12 @@ def test_a_robot_run_pushes_its_agent_with_a_card_that_runs_it_on_the_arm(tiny_b
     assert "library_name: lerobot" in card and str(tmp_path) not in card
     assert "lerobot-rollout --strategy.type=base --robot.type=so101_follower --robot.port=<the arm's port>" in card
     assert "--policy.path=me/so101-dsrl" in card and "python recipes/finetune_so101.py" in card
+
+
+def test_demonstrations_must_be_paid_as_the_robot_pays_its_ticks():
+    demos = ["--simulated=true", "--rl.demos.repo_id=me/so101_demos"]
+    check_config(parse_args(RobotFinetuneConfig(), demos))  # the preset pays them as step_penalty does
+    with pytest.raises(ValueError, match=r"'sparse'.*--rl.demos.step_reward=0.0 --rl.demos.success_reward=1.0"):
+        check_config(parse_args(RobotFinetuneConfig(), [*demos, "--env.reward=sparse"]))
+    sparse = [*demos, "--env.reward=sparse", "--rl.demos.step_reward=0", "--rl.demos.success_reward=1"]
+    check_config(parse_args(RobotFinetuneConfig(), sparse))

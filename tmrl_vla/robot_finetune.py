@@ -63,6 +63,11 @@ from tmrl_vla.robots.sim.franka import SimulatedFranka, SimulatedFrankaConfig
 from tmrl_vla.robots.sim.so101 import SimulatedSO101, SimulatedSO101Config, scene_units, widen_reply_window
 
 SO10X = ("so100_follower", "so101_follower")
+# The demonstrations' rewards (rl.demos) that match each of the robot env's rewards (env.reward).
+DEMO_REWARDS = {
+    "step_penalty": {"step_reward": -1.0, "success_reward": 0.0},
+    "sparse": {"step_reward": 0.0, "success_reward": 1.0},
+}
 SIMULATABLE = (*SO10X, "franka_franky")
 
 
@@ -74,6 +79,8 @@ def robot_rl() -> TMRLConfig:
     return dataclasses.replace(
         preset,
         sac=dataclasses.replace(preset.sac, success_buffer=True),
+        # demonstrations (--rl.demos.repo_id) are paid as the robot's default reward pays its ticks
+        demos=dataclasses.replace(preset.demos, **DEMO_REWARDS["step_penalty"]),
         num_envs=1,
         total_decisions=400,
         eval_episodes=0,
@@ -156,6 +163,14 @@ def check_config(cfg: RobotFinetuneConfig) -> None:
     if cfg.robot.type not in SO10X and cfg.policy.path is None and not cfg.simulated:
         raise ValueError(
             f"the embedded policy drives an SO-100/SO-101; for a {cfg.robot.type} pass your policy with --policy.path"
+        )
+    demos = cfg.rl.demos
+    paid = {"step_reward": demos.step_reward, "success_reward": demos.success_reward}
+    if demos.enabled and paid != DEMO_REWARDS[cfg.env.reward]:
+        flags = " ".join(f"--rl.demos.{k}={v}" for k, v in DEMO_REWARDS[cfg.env.reward].items())
+        raise ValueError(
+            f"the demonstrations are paid {paid} per tick but the robot's rewards are {cfg.env.reward!r}: "
+            f"pass {flags}, so the critics see both on one scale"
         )
     if cfg.simulated_franka and cfg.person_intervenes_every and cfg.teleop is None:
         raise ValueError("the scripted expert that takes over for the simulated person drives the SO-101 scene only")

@@ -193,3 +193,19 @@ def test_unknown_shifts_and_mixed_flags_are_refused(tmp_path, capsys, args, prob
     assert problem in err
     if problem.startswith("unknown --shift"):
         assert "dim_light" in err and "moved_camera" in err  # the known ones are named
+
+
+def test_demo_episodes_record_each_shift_once_and_reach_both_agents(tmp_path, monkeypatch):
+    """--demo-episodes records expert demonstrations of each run's own shift into the cache (once) and
+    points both agents' rl.demos at them; a report needs none."""
+    args, overrides = compare.parse(["--demo-episodes", "1", "--shift", "dim_light", "--cache-dir", str(tmp_path)])
+    rl = compare.rl_config(args, overrides)
+    with_demos = compare.with_demos(rl, "dim_light", args)
+    root = Path(with_demos.demos.root)
+    assert with_demos.demos.repo_id == "local/dim_light_demos" and (root / "meta" / "info.json").exists()
+    assert root.parent.parent == tmp_path  # in the asset cache
+    manifest = json.loads((root.parent / "manifest.json").read_text())
+    assert "dim_light" in json.dumps(manifest)  # recorded on the run's shift, not the training scene
+    assert compare.with_demos(rl, "dim_light", args).demos.root == str(root)  # built once, then reused
+    args.report = True
+    assert compare.with_demos(rl, "dim_light", args) is rl

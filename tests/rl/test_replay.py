@@ -53,3 +53,18 @@ def test_mixed_replay_draws_half_from_successes():
     success.add(torch.ones(3, 2), {"z": torch.ones(3, 1)}, torch.ones(3), torch.ones(3), torch.ones(3, 2))
     batch = mixed.sample(8)
     assert batch["obs"].shape == (8, 2) and batch["reward"].sum() == 4
+
+
+def test_mixed_replay_draws_its_fraction_and_nests():
+    from tmrl_vla.rl.replay import MixedReplay
+
+    def buffer(value: float) -> ReplayBuffer:
+        buf = ReplayBuffer(10, 1, {"z": 1})
+        buf.add(torch.full((4, 1), value), {"z": torch.zeros(4, 1)}, torch.zeros(4), torch.zeros(4), torch.zeros(4, 1))
+        return buf
+
+    mixed = MixedReplay(MixedReplay(buffer(0.0), buffer(1.0)), buffer(2.0), fraction=0.25)
+    obs = mixed.sample(16)["obs"].flatten().tolist()
+    assert obs == [0.0] * 6 + [1.0] * 6 + [2.0] * 4  # a quarter of demonstrations, the rest half and half
+    with pytest.raises(ValueError, match="fraction"):
+        MixedReplay(buffer(0.0), buffer(1.0), fraction=0.0)

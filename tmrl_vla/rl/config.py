@@ -5,11 +5,12 @@
 * :class:`ObservationConfig`: what the agent and its critics observe. Saved with every agent.
 * :class:`SACConfig`: how the agent learns (TD targets, update counts, exploration, replay).
   Saved with every agent, so training can continue and analyses can sample it as it was trained.
-* :class:`TMRLConfig`: one run: the three above plus the run's own settings (envs, length,
+* :class:`DemoReplayConfig`: demonstrations put into the replay (:mod:`tmrl_vla.rl.demos`), if any.
+* :class:`TMRLConfig`: one run: the four above plus the run's own settings (envs, length,
   cadence, seed). Saved beside every checkpoint; a run resumes only under the same settings.
 
 On the command line (``recipes/finetune_pick.py``) they are ``--rl.agent.*``, ``--rl.observation.*``,
-``--rl.sac.*`` and ``--rl.*``. Every field is listed in ``docs/configuration.md``.
+``--rl.sac.*``, ``--rl.demos.*`` and ``--rl.*``. Every field is listed in ``docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -193,10 +194,46 @@ class SACConfig:
 
 
 @dataclass(frozen=True)
+class DemoReplayConfig:
+    # Demonstrations of the task being fine-tuned, as a LeRobotDataset: its repo id (on the Hub, or the
+    # name of a local one with `root`). None: no demonstrations in the replay.
+    repo_id: str | None = None
+    # The dataset's local directory (the one holding meta/info.json); None: LeRobot's cache of repo_id.
+    root: str | None = None
+    # Episode indices to use; None: all. Each is taken as a success at its last frame.
+    episodes: list[int] | None = None
+    # Share of every SAC batch drawn from the demonstrations (RLPD's 0.5); the rest from the agent's own.
+    fraction: float = 0.5
+    # Latents tried per demonstration decision (z = 0 and uniform draws in [-1, 1]); the nearest chunk wins.
+    # On 10 pick demonstrations the action RMSE was 0.110 std with 64 and 0.105 with 256 (z = 0: 0.165).
+    candidates: int = 64
+    # The env's reward for a tick that does not succeed (the pick task: 0; a robot's step_penalty: -1), so
+    # the demonstrations' rows are paid as the agent's own are.
+    step_reward: float = 0.0
+    # The env's reward for the tick that succeeds, each demonstration's last (the pick task: 1; a robot: 0).
+    success_reward: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.root is not None and self.repo_id is None:
+            raise ValueError(
+                "rl.demos.root needs rl.demos.repo_id (the dataset's name), e.g. --rl.demos.repo_id=local/demos"
+            )
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"rl.demos.fraction must lie strictly between 0 and 1, got {self.fraction}")
+        if self.candidates < 1:
+            raise ValueError(f"rl.demos.candidates must be >= 1, got {self.candidates}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.repo_id is not None
+
+
+@dataclass(frozen=True)
 class TMRLConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)  # the high-level agent
     observation: ObservationConfig = field(default_factory=ObservationConfig)  # what it observes
     sac: SACConfig = field(default_factory=SACConfig)  # how it learns
+    demos: DemoReplayConfig = field(default_factory=DemoReplayConfig)  # demonstrations in its replay
     num_envs: int = 8  # envs per process
     total_decisions: int = 2000  # decision steps (each one decision in every env of every process)
     eval_every: int = 100  # decisions between evaluations of the deterministic agent (rank 0)

@@ -113,22 +113,26 @@ class ReplayBuffer:
 
 
 class MixedReplay:
-    """Half of every batch from the main buffer, half from a buffer of successful episodes' transitions
-    (TMRL paper: "a separate success buffer sampled 50/50 helped on robots"); the main buffer alone
-    until the first success."""
+    """A share ``fraction`` of every batch from a second buffer, the rest from the main one; the main
+    buffer alone while the second is empty. Two uses: a buffer of successful episodes' transitions
+    sampled 50/50 (TMRL paper: "a separate success buffer sampled 50/50 helped on robots"), and
+    demonstrations (RLPD: 50/50 from demonstrations and online data; :mod:`tmrl_vla.rl.demos`). Mixers
+    nest: the main buffer may itself be a :class:`MixedReplay`."""
 
-    def __init__(self, main: ReplayBuffer, success: ReplayBuffer) -> None:
-        self.main, self.success = main, success
+    def __init__(self, main, other: ReplayBuffer, fraction: float = 0.5) -> None:
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction}")
+        self.main, self.other, self.fraction = main, other, fraction
 
     def __len__(self) -> int:
         return len(self.main)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        if len(self.success) == 0 or batch_size < 2:
+        share = round(batch_size * self.fraction)
+        if len(self.other) == 0 or share == 0 or share == batch_size:
             return self.main.sample(batch_size, generator)
-        half = batch_size // 2
-        a = self.main.sample(batch_size - half, generator)
-        b = self.success.sample(half, generator)
+        a = self.main.sample(batch_size - share, generator)
+        b = self.other.sample(share, generator)
         return {k: torch.cat([a[k], b[k]]) for k in a}
 
 

@@ -15,6 +15,8 @@ Before the first update the observation statistics are frozen at the warm-up dat
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from tmrl_vla.rl import checkpoint
 from tmrl_vla.rl.agent import build_agent
 from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.curves import plot_learning_curve
+from tmrl_vla.rl.demos import demo_replay
 from tmrl_vla.rl.distributed import NonFiniteLossError, all_reduce_sum, broadcast_module, rank, world_size
 from tmrl_vla.rl.encoder import load_observation_encoder
 from tmrl_vla.rl.evaluation import Steering, evaluate, make_collector
@@ -37,6 +40,8 @@ from tmrl_vla.rl.normalize import mean_std, moments
 from tmrl_vla.rl.nstep import NStepReturns
 from tmrl_vla.rl.observation import feature_width
 from tmrl_vla.rl.replay import MixedReplay, ReplayBuffer, SuccessfulEpisodes
+
+DEMOS_FILE = "demos.json"  # how the demonstrations entered the replay (rl.demos.DemoReport)
 
 
 class TMRLTrainer:
@@ -111,7 +116,8 @@ class TMRLTrainer:
         return self.steering.csp
 
     def _build_replay(self, obs_dim: int) -> None:
-        """The replay shard, the n-step stage before it, and (when used) the success buffer."""
+        """The replay shard, the n-step stage before it, and (when used) the success buffer and the
+        demonstrations."""
         sac, actor = self.config.sac, self.agent.actor.config
         heads = {h: actor.head_dim(h) for h in actor.heads}
         self.replay = ReplayBuffer(sac.replay_capacity, obs_dim, heads)
@@ -121,6 +127,24 @@ class TMRLTrainer:
             SuccessfulEpisodes(self.success_replay, self.config.num_envs) if self.success_replay is not None else None
         )
         self.sampler = MixedReplay(self.replay, self.success_replay) if sac.success_buffer else self.replay
+        self.demo_replay = None
+        demos = self.config.demos
+        if demos.enabled:
+            # rebuilt the same on every start and resume (seeded): the dataset is the record
+            self.demo_replay, report = demo_replay(
+                demos,
+                steering=self.steering,
+                heads=heads,
+                obs_dim=obs_dim,
+                n_step=sac.n_step,
+                gamma=sac.gamma,
+                seed=self.config.seed,
+                progress=self.is_main,
+            )
+            self.log(f"[{self.config.agent.kind}] {report.line()}")
+            if self.is_main:
+                self.out_dir.joinpath(DEMOS_FILE).write_text(json.dumps(dataclasses.asdict(report), indent=2))
+            self.sampler = MixedReplay(self.sampler, self.demo_replay, demos.fraction)
 
     # ------------------------------------------------------------------------------ the loop
     def train(self) -> dict:
