@@ -171,82 +171,76 @@ def demo_replay(
     dataset = load_demo_dataset(config)
     csp, policy_config = steering.csp, steering.csp.base_policy.config
     check_demo_features(dataset, policy_config)
-    n_exec = steering.agent.n_exec
-    columns = dataset.hf_dataset.with_format("numpy")[:]
+    # the two columns needed whole (images are decoded only at the decision frames)
+    columns = dataset.hf_dataset.select_columns(["episode_index", "action"]).with_format("numpy")[:]
     episode_of = np.asarray(columns["episode_index"])
     actions = torch.from_numpy(np.stack(columns["action"])).float()
     chosen = sorted(set(episode_of.tolist())) if config.episodes is None else list(config.episodes)
     unknown = sorted(set(chosen) - set(episode_of.tolist()))
     if unknown:
         raise ValueError(f"rl.demos.episodes names episodes {unknown} that {config.repo_id} does not have")
-    scale = actions.std(0).clamp_min(1e-6)
+    n_exec = steering.agent.n_exec
+    # per episode: its decisions (first frame, frames executed) and its last frame
+    episodes = {}
+    for ep in chosen:
+        frames = np.flatnonzero(episode_of == ep)
+        episodes[ep] = (decision_frames(int(frames[0]), int(frames[-1]) + 1, n_exec), int(frames[-1]))
+    plan = [decision for decisions, _ in episodes.values() for decision in decisions]
     generator = torch.Generator().manual_seed(seed)
     action_dim = actions.shape[1]
     candidates = torch.cat(
         [torch.zeros(1, action_dim), torch.rand(config.candidates - 1, action_dim, generator=generator) * 2 - 1]
     )
     keys = [*policy_config.image_features, "observation.state"]
-    # every decision of every chosen episode: (episode, first frame, frames executed)
-    plan = []
-    for ep in chosen:
-        frames = np.flatnonzero(episode_of == ep)
-        plan += [(ep, t, n) for t, n in decision_frames(int(frames[0]), int(frames[-1]) + 1, n_exec)]
-    ends = {ep: int(np.flatnonzero(episode_of == ep)[-1]) for ep in chosen}
     features, latents, rmse, rmse0 = [], [], [], []
     bar = tqdm(total=len(plan), desc="demos -> replay", unit="decision", disable=not progress)
     for i in range(0, len(plan), batch_frames):
         part = plan[i : i + batch_frames]
-        frames = [t for _, t, _ in part]
-        batch = steering.preprocessor(_frames(dataset, frames, keys))
+        batch = steering.preprocessor(_frames(dataset, [t for t, _ in part], keys))
         prefix, feats = encode(csp, batch, steering.observation.image_grid, steering.encoder)
-        features.append(feats.cpu())
-        targets = torch.stack([_pad(actions[t : t + n_exec], n_exec) for t in frames])
-        executed = torch.tensor([n for _, _, n in part])
         z, err, err0 = match_latents(
             csp,
             batch,
             prefix,
-            targets,
-            executed,
+            torch.stack([_pad(actions[t : t + n_exec], n_exec) for t, _ in part]),
+            torch.tensor([n for _, n in part]),
             steering.postprocessor,
             z_scale=steering.agent.z_scale,
             candidates=candidates,
-            scale=scale,
+            scale=actions.std(0).clamp_min(1e-6),
         )
+        features.append(feats.cpu())
         latents.append(z)
         rmse.append(err)
         rmse0.append(err0)
         bar.update(len(part))
     bar.close()
-    features, latents = torch.cat(features), torch.cat(latents)
-    # after each episode's last decision (done: never bootstrapped), its last frame
-    last_features = _last_features(dataset, steering, [ends[ep] for ep in chosen], keys)
+    # the observation after each episode's last decision (done: never bootstrapped): its last frame
+    last = iter(_encoded(dataset, steering, [end for _, end in episodes.values()], keys))
+    features, latents = iter(torch.cat(features)), iter(torch.cat(latents))
     buffer = ReplayBuffer(max(len(plan), 1), obs_dim, heads)
     nstep = NStepReturns(1, n_step, gamma)
-    row = 0
-    for e, ep in enumerate(chosen):
-        count = sum(1 for e_, _, _ in plan if e_ == ep)
-        obs = features[row : row + count]
-        nxt = torch.cat([obs[1:], last_features[e : e + 1]])
-        executed = [n for e_, _, n in plan if e_ == ep]
-        rewards = demo_rewards(executed, config.step_reward, config.success_reward)
-        for j in range(count):
-            final = j == count - 1
-            t = Transitions(
-                obs=obs[j : j + 1],
-                actions=_head_actions(heads, latents[row + j : row + j + 1]),
-                reward=torch.tensor([rewards[j]]),
-                done=torch.tensor([float(final)]),
-                next_obs=nxt[j : j + 1],
-                episode_end=torch.tensor([final]),
-                success=torch.tensor([final]),
-                sigma=torch.zeros(1),
-                env_index=torch.zeros(1, dtype=torch.long),
+    for decisions, _ in episodes.values():
+        obs = torch.stack([next(features) for _ in decisions])
+        following = torch.cat([obs[1:], next(last)[None]])
+        rewards = demo_rewards([n for _, n in decisions], config.step_reward, config.success_reward)
+        for j in range(len(decisions)):
+            final = torch.tensor([j == len(decisions) - 1])
+            rows = nstep.push(
+                Transitions(
+                    obs=obs[j : j + 1],
+                    actions=_head_actions(heads, next(latents)[None]),
+                    reward=torch.tensor([rewards[j]]),
+                    done=final.float(),
+                    next_obs=following[j : j + 1],
+                    episode_end=final,
+                    success=final,
+                    sigma=torch.zeros(1),
+                    env_index=torch.zeros(1, dtype=torch.long),
+                )
             )
-            rows = nstep.push(t)
             if rows is not None:
                 buffer.add_rows(rows)
-        row += count
     report = DemoReport(
         episodes=len(chosen),
         decisions=len(plan),
@@ -264,7 +258,8 @@ def _pad(actions: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([actions, actions[-1:].expand(n - actions.shape[0], -1)])
 
 
-def _last_features(dataset, steering, frames: list[int], keys: list[str]) -> torch.Tensor:
+def _encoded(dataset, steering, frames: list[int], keys: list[str]) -> torch.Tensor:
+    """The agent's observation features of dataset frames ``frames``."""
     batch = steering.preprocessor(_frames(dataset, frames, keys))
     return encode(steering.csp, batch, steering.observation.image_grid, steering.encoder)[1].cpu()
 
