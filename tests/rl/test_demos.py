@@ -163,3 +163,24 @@ def test_trainer_samples_the_demonstrations(tiny_base_policy, tiny_demos, tmp_pa
         assert from_demos.tolist() == [False] * 6 + [True] * 2  # a quarter of every batch
     finally:
         trainer.close()
+
+
+def test_a_robots_units_are_converted_to_the_policys(tiny_base_policy, tiny_demos):
+    """lerobot-record stores a robot's own units; the env's to_policy maps state and actions."""
+    from tmrl_vla.rl.demos import _frames, load_demo_dataset
+
+    config, root, _ = tiny_demos
+    steering = _steering(tiny_base_policy)
+    demos = DemoReplayConfig(repo_id=config.repo_id, root=str(root), candidates=4, episodes=[0])
+    dataset = load_demo_dataset(demos)
+    keys = ["observation.images.front", "observation.state"]
+    raw = _frames(dataset, [0, 3], keys)["observation.state"]
+    assert torch.allclose(_frames(dataset, [0, 3], keys, lambda j: j * 2.0 + 1.0)["observation.state"], raw * 2 + 1)
+
+    common = dict(steering=steering, heads={"z": 6}, obs_dim=486, n_step=1, gamma=0.9, seed=0, progress=False)
+    plain, _ = demo_replay(demos, **common)
+    converted, report = demo_replay(demos, to_policy=lambda j: j * 2.0 + 1.0, **common)
+    n = len(plain)
+    assert torch.equal(plain.obs[:n, :-6], converted.obs[:n, :-6])  # the cameras' features are the same
+    assert not torch.allclose(plain.obs[:n, -6:], converted.obs[:n, -6:])  # the state is the converted one
+    assert report.rmse_zero > 0

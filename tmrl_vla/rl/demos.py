@@ -97,12 +97,18 @@ def demo_rewards(executed: list[int], step_reward: float, success_reward: float)
     return rewards
 
 
-def _frames(dataset, indices: list[int], keys: list[str]) -> dict:
-    """The raw batch (images CHW in [0, 1], state, task) of dataset frames ``indices``."""
+def _frames(dataset, indices: list[int], keys: list[str], to_policy=None) -> dict:
+    """The raw batch (images CHW in [0, 1], state in the policy's units, task) of dataset frames ``indices``."""
     items = [dataset[i] for i in indices]
     batch = {k: torch.stack([item[k] for item in items]).float() for k in keys}
+    if to_policy is not None:
+        batch["observation.state"] = _convert(to_policy, batch["observation.state"])
     batch["task"] = [item["task"] for item in items]
     return batch
+
+
+def _convert(to_policy, joints: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(to_policy(joints.numpy())), dtype=torch.float32)
 
 
 def _repeat(value, b: int, n: int):
@@ -162,11 +168,15 @@ def demo_replay(
     n_step: int,
     gamma: float,
     seed: int,
+    to_policy=None,
     batch_frames: int = 8,
     progress: bool = True,
 ) -> tuple[ReplayBuffer, DemoReport]:
     """The demonstrations of ``config`` as a replay buffer for the agent that ``steering`` (a
     :class:`~tmrl_vla.rl.evaluation.Steering`) plays, with the agent's ``heads`` {name: width}.
+    ``to_policy``: maps the dataset's joint values (state and actions, (n, joints)) to the policy's
+    units, as a robot env does (:meth:`~tmrl_vla.robots.env.RobotEnv.to_policy`: ``lerobot-record``
+    stores a robot's own units, e.g. degrees); None: already the policy's.
     Deterministic given ``seed``; draws nothing from torch's global generator."""
     dataset = load_demo_dataset(config)
     csp, policy_config = steering.csp, steering.csp.base_policy.config
@@ -175,6 +185,8 @@ def demo_replay(
     columns = dataset.hf_dataset.select_columns(["episode_index", "action"]).with_format("numpy")[:]
     episode_of = np.asarray(columns["episode_index"])
     actions = torch.from_numpy(np.stack(columns["action"])).float()
+    if to_policy is not None:
+        actions = _convert(to_policy, actions)
     chosen = sorted(set(episode_of.tolist())) if config.episodes is None else list(config.episodes)
     unknown = sorted(set(chosen) - set(episode_of.tolist()))
     if unknown:
@@ -196,7 +208,7 @@ def demo_replay(
     bar = tqdm(total=len(plan), desc="demos -> replay", unit="decision", disable=not progress)
     for i in range(0, len(plan), batch_frames):
         part = plan[i : i + batch_frames]
-        batch = steering.preprocessor(_frames(dataset, [t for t, _ in part], keys))
+        batch = steering.preprocessor(_frames(dataset, [t for t, _ in part], keys, to_policy))
         prefix, feats = encode(csp, batch, steering.observation.image_grid, steering.encoder)
         z, err, err0 = match_latents(
             csp,
@@ -216,7 +228,7 @@ def demo_replay(
         bar.update(len(part))
     bar.close()
     # the observation after each episode's last decision (done: never bootstrapped): its last frame
-    last = iter(_encoded(dataset, steering, [end for _, end in episodes.values()], keys))
+    last = iter(_encoded(dataset, steering, [end for _, end in episodes.values()], keys, to_policy))
     features, latents = iter(torch.cat(features)), iter(torch.cat(latents))
     buffer = ReplayBuffer(max(len(plan), 1), obs_dim, heads)
     nstep = NStepReturns(1, n_step, gamma)
@@ -258,9 +270,9 @@ def _pad(actions: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([actions, actions[-1:].expand(n - actions.shape[0], -1)])
 
 
-def _encoded(dataset, steering, frames: list[int], keys: list[str]) -> torch.Tensor:
+def _encoded(dataset, steering, frames: list[int], keys: list[str], to_policy=None) -> torch.Tensor:
     """The agent's observation features of dataset frames ``frames``."""
-    batch = steering.preprocessor(_frames(dataset, frames, keys))
+    batch = steering.preprocessor(_frames(dataset, frames, keys, to_policy))
     return encode(steering.csp, batch, steering.observation.image_grid, steering.encoder)[1].cpu()
 
 

@@ -131,8 +131,10 @@ class TMRLTrainer:
         demos = self.config.demos
         if demos.enabled:
             # rebuilt the same on every start and resume (seeded): the dataset is the record
+            # a robot env converts its own units (what lerobot-record stores) to the policy's
             self.demo_replay, report = demo_replay(
                 demos,
+                to_policy=getattr(self.envs.envs[0], "to_policy", None),
                 steering=self.steering,
                 heads=heads,
                 obs_dim=obs_dim,
