@@ -14,7 +14,11 @@ For a robot, every training episode costs a person's time, so the measures are p
   person sees while it learns; the first row at or past that many episodes is read);
 * ``eval_last``: the deterministic agent's last evaluation (``eval/success_rate``); with
   ``--decisions D``, its last evaluation at or before decision D, so that arms of different lengths
-  (a short check against a suite's archived runs) are read at the same point.
+  (a short check against a suite's archived runs) are read at the same point;
+* ``eval_within`` (with ``--eval-within E``): its last evaluation made within the first E training
+  episodes, for arms whose decisions buy different numbers of episodes (e.g. other actions per
+  chunk), so that each is read after about the same number of a person's episodes (choose E at or
+  past the arms' last evaluation rounds that should meet: a run that ended before E is read at its last).
 
 Per agent: the mean of each measure per arm, and the mean paired difference to the reference
 arm with a bootstrap 95% interval over pairs. Writes ``summary.json`` and ``curves.png`` (rolling
@@ -75,14 +79,25 @@ def paired_difference(a: list[float], b: list[float], *, resamples: int = 10_000
     return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "pairs": len(diff)}
 
 
-def compare(arms: dict[str, Path], episodes: int, decisions: int | None = None) -> dict:
+def eval_within(rows: list[dict], episodes: int) -> float | None:
+    """The last evaluation made while the run had played at most ``episodes`` training episodes (a run
+    that ended before them: its last; None: it made none)."""
+    evals = [r["eval/success_rate"] for r in rows if "eval/success_rate" in r and r["rollout/episodes"] <= episodes]
+    return evals[-1] if evals else None
+
+
+def compare(arms: dict[str, Path], episodes: int, decisions: int | None = None, within: int | None = None) -> dict:
     runs = {name: find_runs(root) for name, root in arms.items()}
     reference, *others = arms
     measures = {
         "success_first": lambda rows: success_first(rows, episodes),
         "eval_last": lambda rows: eval_last(rows, decisions),
     }
+    if within is not None:
+        measures["eval_within"] = lambda rows: eval_within(rows, within)
     out: dict = {"episodes": episodes, "decisions": decisions, "reference": reference, "agents": {}}
+    if within is not None:
+        out["eval_within_episodes"] = within
     for agent in ("tmrl", "dsrl"):
         keys = sorted(k for k in runs[reference] if k[1] == agent and all(k in runs[o] for o in others))
         per_agent: dict = {"pairs": [f"{s}/seed{k}" for s, _, k in keys]}
@@ -134,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--arm", action="append", required=True, metavar="NAME=DIR", help="first: the reference")
     parser.add_argument("--episodes", type=int, default=150, help="training episodes success_first covers")
     parser.add_argument("--decisions", type=int, default=None, help="read eval_last at or before this decision")
+    parser.add_argument(
+        "--eval-within", type=int, default=None, metavar="E", help="also read the last evaluation within E episodes"
+    )
     parser.add_argument("--out", default="outputs/compare_arms")
     args = parser.parse_args(argv)
     arms = {}
@@ -144,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         arms[name] = Path(root)
     if len(arms) < 2:
         parser.error("give at least two --arm (the first is the reference)")
-    summary = compare(arms, args.episodes, args.decisions)
+    summary = compare(arms, args.episodes, args.decisions, args.eval_within)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

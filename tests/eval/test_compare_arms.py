@@ -63,3 +63,13 @@ def test_eval_is_read_at_a_common_decision_when_the_arms_differ_in_length():
     assert arms.eval_last(rows, 250) == pytest.approx(0.2)  # the last one at or before it
     assert arms.eval_last(rows, 400) == pytest.approx(0.4)
     assert arms.eval_last(rows, 500) is None  # the run stops short: not read as if it had got there
+
+
+def test_eval_within_reads_each_run_after_the_same_episodes():
+    """Two decisions per episode against one: each is read at its last evaluation within 150 episodes."""
+    slow = [{"decision": d, "rollout/episodes": d // 2, "eval/success_rate": d / 1000} for d in (100, 200, 300, 400)]
+    fast = [{"decision": d, "rollout/episodes": d, "eval/success_rate": d / 1000} for d in (100, 200, 300, 400)]
+    assert arms.eval_within(slow, 150) == pytest.approx(0.3)  # decision 300: 150 episodes
+    assert arms.eval_within(fast, 150) == pytest.approx(0.1)  # decision 100: 100 episodes (200 is past it)
+    assert arms.eval_within(slow, 250) == pytest.approx(0.4)  # it ended at 200 episodes: its last
+    assert arms.eval_within(fast, 50) is None  # no evaluation within 50 episodes
