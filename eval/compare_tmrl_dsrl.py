@@ -49,9 +49,6 @@ import tmrl_vla.envs  # noqa: F401  (headless GL before mujoco)
 DEFAULT_SHIFT = "moved_camera"
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_SUITE_THRESHOLDS = (0.5, 0.8)
-# The demonstrations' episode seeds (--demo-episodes) start here: apart from every training seed
-# ((seed * 64 + rank) * 1e6 + k) and from the evaluations' (4e9 + k).
-DEMO_SEED = 2_000_000_000
 
 
 def run_job(job):
@@ -92,9 +89,10 @@ def parse(argv: list[str] | None):
     parser.add_argument(
         "--demo-episodes",
         type=int,
-        default=0,
-        help="put this many scripted-expert demonstrations of each run's shift into both agents' replay "
-        "(recorded once into the cache; --rl.demos.* sets how they are used)",
+        default=None,
+        help="scripted-expert demonstrations of each run's shift in both agents' replay, recorded once into "
+        "the cache (--rl.demos.* sets how they are used); default: the recipe's --task_demos; 0: none, "
+        "the preset of the results measured before them",
     )
     parser.add_argument(
         "--extend-unreached",
@@ -174,22 +172,17 @@ def rl_config(args, overrides: list[str]):
 def with_demos(rl, shift: str, args):
     """``rl`` with ``--demo-episodes`` expert demonstrations of ``shift`` in its replay (recorded into
     the asset cache the first time); ``rl`` itself without them, or for a report."""
+    if args.demo_episodes is None:
+        from tmrl_vla.finetune import FinetuneConfig
+
+        args.demo_episodes = FinetuneConfig().task_demos
     if not args.demo_episodes or args.report:
         return rl
-    from tmrl_vla.assets import build_demos
+    from tmrl_vla.assets import with_task_demos
     from tmrl_vla.cache import AssetCache
-    from tmrl_vla.data.demos import DemoConfig
-    from tmrl_vla.envs.pick_cube import PickCubeConfig
+    from tmrl_vla.envs.spec import EnvSpec
 
-    config = DemoConfig(
-        num_episodes=args.demo_episodes,
-        seed=DEMO_SEED,
-        env=PickCubeConfig.with_shift(shift),
-        repo_id=f"local/{shift}_demos",
-    )
-    stage = build_demos(AssetCache(args.cache_dir), config)
-    demos = dataclasses.replace(rl.demos, repo_id=config.repo_id, root=str(stage.path / "dataset"))
-    return dataclasses.replace(rl, demos=demos)
+    return with_task_demos(rl, EnvSpec(shift=shift), args.demo_episodes, AssetCache(args.cache_dir))
 
 
 def run_all(jobs: list, processes: int, report: bool) -> list[dict]:

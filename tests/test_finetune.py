@@ -22,6 +22,7 @@ def tiny_preset(tmp_path) -> FinetuneConfig:
             csp=CSPTrainConfig(steps=2, batch_size=4, warmup_steps=1, calibration_batches=1, num_threads=1),
         ),
         rl=TINY_RL,
+        task_demos=1,
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
     )
@@ -80,6 +81,9 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys, fake_h
 
     run = out / "tmrl"
     rl = written["rl"]
+    # the task's expert demonstrations, recorded on the fine-tuning shift into the cache, in the replay
+    assert Path(written["task_demos"]).parent.parent == tmp_path / "cache"
+    assert json.loads((run / "demos.json").read_text())["episodes"] == 1
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["decision"] for r in rows] == [1, 2, 3] and "eval/success_rate" in rows[-1]
     assert rl["decisions"] == 3 and rl["final_eval_success"] == rows[-1]["eval/success_rate"]
@@ -99,7 +103,7 @@ def test_recipe_smoke_builds_assets_trains_then_resumes(tmp_path, capsys, fake_h
     longer = dataclasses.replace(cfg, resume=True, rl=dataclasses.replace(TINY_RL, total_decisions=5))
     again = train(longer)
     log = capsys.readouterr().out
-    assert log.count("reusing") == 4 and "building" not in log
+    assert log.count("reusing") == 5 and "building" not in log  # the four stages and the task demos
     assert "resumed from" in log and again["rl"]["decisions"] == 5
     assert again["base_policy"] == summary["base_policy"]
 
@@ -238,3 +242,19 @@ def test_recipe_on_two_processes(tmp_path):
     assert TMRLAgent.from_pretrained(summary["rl"]["policy"]).config.hidden == 16
     saved = json.loads((tmp_path / "out" / "tmrl" / "checkpoints" / f"{3:08d}" / "config.json").read_text())
     assert saved["num_envs"] == 2 and saved["agent"]["hidden"] == 16
+
+
+def test_task_demos_need_the_pick_env_and_yield_to_a_dataset_of_your_own(tmp_path):
+    import dataclasses
+
+    from tmrl_vla.envs.spec import EnvSpec
+    from tmrl_vla.finetune import task_demos
+
+    lines = []
+    other = dataclasses.replace(tiny_preset(tmp_path), env=EnvSpec(type="lerobot", options={"env_type": "pusht"}))
+    assert task_demos(other, {}, lines.append) is other.rl
+    assert lines == ["[demos] no scripted expert for lerobot: none in the replay (--rl.demos.repo_id adds yours)"]
+    yours = parse_args(tiny_preset(tmp_path), ["--rl.demos.repo_id=you/pick_demos"])
+    summary: dict = {}
+    assert task_demos(yours, summary, lines.append) is yours.rl and summary == {}
+    assert not (tmp_path / "cache").exists()  # nothing recorded

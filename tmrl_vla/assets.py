@@ -27,7 +27,9 @@ from tmrl_vla.cache import AssetCache
 from tmrl_vla.csp.trainer import CSPTrainConfig, train_csp
 from tmrl_vla.data.demos import DemoConfig, record_demos
 from tmrl_vla.envs.pick_cube import PickCubeConfig, PickCubeEnv
+from tmrl_vla.envs.spec import EnvSpec
 from tmrl_vla.policies import check_image_resolution, load_lerobot_policy
+from tmrl_vla.rl.config import TMRLConfig
 from tmrl_vla.rl.distributed import barrier, rank
 from tmrl_vla.rollout import LeRobotChunkPolicy, evaluate
 
@@ -76,6 +78,40 @@ def build_demos(cache: AssetCache, config: DemoConfig, *, log=print):
         return {"expert_success_rate": stats.expert_success_rate, "frames": stats.frames}
 
     return cache.get_or_build("demos", key, build, log=log)
+
+
+# Episode seeds of the task demonstrations (task_demos) start here: apart from every training seed
+# ((seed * 64 + rank) * 1e6 + k) and from the evaluations' (4e9 + k).
+TASK_DEMO_SEED = 2_000_000_000
+
+
+def task_demo_config(env: EnvSpec, episodes: int) -> DemoConfig:
+    """Scripted-expert demonstrations of the pick task that ``env`` describes (its shift, its options),
+    for the agent's replay: the task being fine-tuned, not the one the base policy was trained on."""
+    if env.type != "so100_pick_cube":
+        raise ValueError(f"the scripted expert demonstrates the so100_pick_cube env only, not {env.type!r}")
+    shift = env.shift or "none"
+    options = {k: v for k, v in env.kwargs().items() if k != "shift"}
+    return DemoConfig(
+        num_episodes=episodes,
+        seed=TASK_DEMO_SEED,
+        env=PickCubeConfig.with_shift(shift, **options),
+        repo_id=f"local/{shift}_demos",
+    )
+
+
+def with_task_demos(rl: TMRLConfig, env: EnvSpec, episodes: int, cache: AssetCache, *, log=print) -> TMRLConfig:
+    """``rl`` with ``episodes`` expert demonstrations of ``env``'s pick task in its replay (``rl.demos``),
+    recorded into ``cache`` the first time (by process 0, while the others wait; then they read it)."""
+    config = task_demo_config(env, episodes)
+    if rank() == 0:
+        stage = build_demos(cache, config, log=log)
+    barrier()
+    if rank() != 0:  # cached now: this only reads
+        stage = build_demos(cache, config, log=lambda *_: None)
+    return dataclasses.replace(
+        rl, demos=dataclasses.replace(rl.demos, repo_id=config.repo_id, root=str(stage.path / "dataset"))
+    )
 
 
 def demo_dataset(config: DemoConfig, demos) -> DatasetConfig:

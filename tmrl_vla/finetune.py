@@ -19,7 +19,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from tmrl_vla.assets import AssetsConfig, build_default_assets
+from tmrl_vla.assets import AssetsConfig, build_default_assets, with_task_demos
 from tmrl_vla.cache import AssetCache
 from tmrl_vla.config_tools import flatten_config, parse_config
 from tmrl_vla.envs.spec import EnvSpec
@@ -92,6 +92,11 @@ class FinetuneConfig:
     # eval/results/csp_coverage.md for how it was chosen).
     env: EnvSpec = field(default_factory=lambda: EnvSpec(shift="moved_camera"))
     rl: TMRLConfig = field(default_factory=default_rl)  # the RL run (TMRL or DSRL)
+    # Scripted-expert demonstrations of the fine-tuning task put into the agent's replay (rl.demos),
+    # recorded once into the cache; so100_pick_cube only, where the expert exists (another env, or
+    # 0: none). Measured: eval/results/agent_start.md#demonstrations-in-the-replay. Your own dataset
+    # (--rl.demos.repo_id) replaces them.
+    task_demos: int = 10
     output_dir: str = "outputs/finetune_pick"  # everything the job writes goes under it
     cache_dir: str | None = None  # the assets' build cache; None: $TMRL_VLA_CACHE or ~/.cache/tmrl_vla
     resume: bool = False  # continue the run in output_dir from its newest complete checkpoint
@@ -134,8 +139,9 @@ def train(cfg: FinetuneConfig) -> dict:
     if not cfg.skip_rl:
         start = time.perf_counter()
         commands = card_commands(cfg)
+        rl = task_demos(cfg, summary, log)
         summary["rl"] = run_rl(
-            cfg.rl,
+            rl,
             policy=summary["base_policy"],
             adapter=summary["csp_adapter"],
             env=cfg.env,
@@ -155,6 +161,19 @@ def train(cfg: FinetuneConfig) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"report:       {out / 'summary.json'}")
     return summary if is_main else {}
+
+
+def task_demos(cfg: FinetuneConfig, summary: dict, log) -> TMRLConfig:
+    """The RL config the run trains: ``cfg.rl`` with the task's expert demonstrations in its replay
+    (``cfg.task_demos``) unless it names a dataset of its own or the env has no expert."""
+    if cfg.rl.demos.enabled or not cfg.task_demos:
+        return cfg.rl
+    if cfg.env.type != "so100_pick_cube":
+        log(f"[demos] no scripted expert for {cfg.env.type}: none in the replay (--rl.demos.repo_id adds yours)")
+        return cfg.rl
+    rl = with_task_demos(cfg.rl, cfg.env, cfg.task_demos, AssetCache(cfg.cache_dir), log=log)
+    summary["task_demos"] = rl.demos.root
+    return rl
 
 
 # Fields that say where and how a run writes, not what it trains: left out of the card's command.

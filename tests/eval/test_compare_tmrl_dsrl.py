@@ -39,6 +39,7 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, ca
         "--out",
         str(tmp_path / "cmp"),
         "--rl.observation.image_grid=1",  # the preset pools on a 2 x 2 grid
+        *("--demo-episodes", "1", "--cache-dir", str(tmp_path / "cache")),  # one expert episode in the replay
     ]
     compare.main(args)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -47,6 +48,7 @@ def test_tiny_comparison_end_to_end(tiny_base_policy, tiny_adapter, tmp_path, ca
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "cmp" / "tmrl" / "seed0" / "checkpoints" / f"{2:08d}" / "config.json").read_text())
     assert saved["observation"]["image_grid"] == 1  # the pass-through override reached the runs
+    assert saved["demos"]["repo_id"] == "local/moved_camera_demos"  # the shift's demonstrations too
     for agent in ("tmrl", "dsrl"):
         for seed in (0, 1):
             rows = (tmp_path / "cmp" / agent / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
@@ -89,7 +91,7 @@ def tiny_suite_args(policy, adapter, split, out, *extra):
     return [
         *("--policy", str(policy), "--adapter", str(adapter), "--suite", str(split), "--role", "test"),
         *("--seeds", "1", "--decisions", "2", "--jobs", "1", "--tiny", "--num-envs", "2"),
-        *("--episode-length", "6", "--out", str(out), "--rl.observation.image_grid=1", *extra),
+        *("--episode-length", "6", "--out", str(out), "--rl.observation.image_grid=1", "--demo-episodes", "0", *extra),
     ]
 
 
