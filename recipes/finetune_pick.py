@@ -10,7 +10,8 @@
 The embedded default is a tiny real SmolVLA trained by behaviour cloning on scripted demos of an
 SO-100-like pick-cube scene, then fine-tuned where the scene's context shifts (the front camera
 moved): its CSP adapter is trained on the same demos and frozen, and a small SAC policy learns to
-steer it. Missing assets are built into the cache ($TMRL_VLA_CACHE, default ~/.cache/tmrl_vla) and
+steer it, with ten expert demonstrations of the moved-camera task in its replay (--task_demos).
+Missing assets are built into the cache ($TMRL_VLA_CACHE, default ~/.cache/tmrl_vla) and
 reused. Everything the job writes goes under --output_dir (default outputs/finetune_pick).
 """
 
