@@ -115,6 +115,10 @@ def parse(argv: list[str] | None):
     if any(not o.startswith("--rl.") for o in overrides):
         parser.error(f"unknown arguments {overrides}: only --rl.* recipe overrides are passed through")
     resolve_tasks(parser, args)
+    if args.demo_episodes is None:  # the recipe's
+        from tmrl_vla.finetune import FinetuneConfig
+
+        args.demo_episodes = FinetuneConfig().task_demos
     return args, overrides
 
 
@@ -172,10 +176,6 @@ def rl_config(args, overrides: list[str]):
 def with_demos(rl, shift: str, args):
     """``rl`` with ``--demo-episodes`` expert demonstrations of ``shift`` in its replay (recorded into
     the asset cache the first time); ``rl`` itself without them, or for a report."""
-    if args.demo_episodes is None:
-        from tmrl_vla.finetune import FinetuneConfig
-
-        args.demo_episodes = FinetuneConfig().task_demos
     if not args.demo_episodes or args.report:
         return rl
     from tmrl_vla.assets import with_task_demos

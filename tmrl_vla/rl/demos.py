@@ -204,6 +204,7 @@ def demo_replay(
         [torch.zeros(1, action_dim), torch.rand(config.candidates - 1, action_dim, generator=generator) * 2 - 1]
     )
     keys = [*policy_config.image_features, "observation.state"]
+    scale = actions.std(0).clamp_min(1e-6)  # each joint's spread in the demonstrations
     features, latents, rmse, rmse0 = [], [], [], []
     bar = tqdm(total=len(plan), desc="demos -> replay", unit="decision", disable=not progress)
     for i in range(0, len(plan), batch_frames):
@@ -219,7 +220,7 @@ def demo_replay(
             steering.postprocessor,
             z_scale=steering.agent.z_scale,
             candidates=candidates,
-            scale=actions.std(0).clamp_min(1e-6),
+            scale=scale,
         )
         features.append(feats.cpu())
         latents.append(z)
